@@ -1,0 +1,60 @@
+"""Engines for every database the hub talks to, tuned per dialect.
+
+SQLite runs in WAL mode with a busy timeout, and every transaction starts with ``BEGIN
+IMMEDIATE`` so that two writers queue up instead of failing with "database is locked" when a
+reader tries to become a writer. Network databases get connect timeouts and pre-ping, so a
+restarted server costs one retry instead of a dead connection pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import ConnectionPoolEntry
+
+__all__ = ["make_engine"]
+
+
+def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5) -> Engine:
+    """Create an engine for ``url``; the SQLite file's folder is created when missing."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        engine = create_engine(parsed, **kwargs)
+        _sqlite_tuning(engine)
+        return engine
+    kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800,
+                  pool_timeout=connect_timeout * 2)
+    driver = parsed.get_driver_name()
+    if backend == "postgresql" and driver.startswith("psycopg"):
+        kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
+    elif driver == "pyodbc":
+        kwargs["connect_args"] = {"timeout": max(1, int(connect_timeout))}
+    elif backend in ("mysql", "mariadb"):
+        kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
+    return create_engine(parsed, **kwargs)
+
+
+def _sqlite_tuning(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin (see begin below).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,179 @@
+"""The hub's own tables. Alembic migrations under ``migrations/`` create and evolve them.
+
+- ``id_xref``: which record in one system is which record in another (one canonical id per
+  order, line or party, one row per system that knows it).
+- ``sync_state``: the last state the hub synced for each bound record, the base of the
+  three-way merge.
+- ``watermark`` / ``watermark_seen``: how far each source has been read, and what was read in
+  the overlap window, so a late commit is not missed and nothing is read twice.
+- ``outbox``: messages committed together with the state change that caused them; the relay
+  publishes them.
+- ``inbox``: message ids a consumer has applied, so a redelivery has no second effect.
+- ``journal``: the life of every message, for trace and metrics.
+- ``dead_letter``: messages that could not be applied, with the reason, until replayed or
+  discarded.
+- ``bus_binding`` / ``bus_message``: the embedded bus's durable queues.
+- ``component``: each running part's heartbeat and figures, for ``status``.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from hub.store.types import UtcDateTime
+
+__all__ = [
+    "bus_binding", "bus_message", "component", "dead_letter", "id_xref", "inbox", "journal",
+    "metadata", "outbox", "sync_state", "watermark", "watermark_seen",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+#: An auto-incrementing 64-bit key that SQLite also accepts as its rowid alias.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+id_xref = Table(
+    "id_xref", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("kind", String(20), nullable=False),
+    Column("canonical_id", String(36), nullable=False),
+    Column("system", String(10), nullable=False),
+    Column("local_key", String(100), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("kind", "system", "local_key"),
+    UniqueConstraint("kind", "canonical_id", "system"),
+)
+
+sync_state = Table(
+    "sync_state", metadata,
+    Column("kind", String(20), primary_key=True),
+    Column("canonical_id", String(36), primary_key=True),
+    Column("state", Text, nullable=False),
+    Column("versions", Text, nullable=False, default="{}"),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+watermark = Table(
+    "watermark", metadata,
+    Column("source", String(80), primary_key=True),
+    Column("position", UtcDateTime, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+watermark_seen = Table(
+    "watermark_seen", metadata,
+    Column("source", String(80), primary_key=True),
+    Column("row_key", String(100), primary_key=True),
+    Column("row_version", String(64), primary_key=True),
+    Column("changed_at", UtcDateTime, nullable=False),
+    Index("ix_watermark_seen_source_changed_at", "source", "changed_at"),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("routing_key", String(200), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("correlation_key", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+
+inbox = Table(
+    "inbox", metadata,
+    Column("consumer", String(80), primary_key=True),
+    Column("message_id", String(36), primary_key=True),
+    Column("processed_at", UtcDateTime, nullable=False, index=True),
+)
+
+journal = Table(
+    "journal", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("event", String(20), nullable=False),
+    Column("message_id", String(36), nullable=True, index=True),
+    Column("type", String(40), nullable=True),
+    Column("correlation_key", String(64), nullable=True),
+    Column("source", String(10), nullable=True),
+    Column("target", String(80), nullable=True),
+    Column("outcome", String(20), nullable=True),
+    Column("duration_ms", Float, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("detail", Text, nullable=True),
+    Index("ix_journal_correlation_key_at", "correlation_key", "at"),
+)
+
+dead_letter = Table(
+    "dead_letter", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False, index=True),
+    Column("queue", String(200), nullable=False),
+    Column("routing_key", String(200), nullable=False),
+    Column("type", String(40), nullable=True),
+    Column("correlation_key", String(64), nullable=True, index=True),
+    Column("body", Text, nullable=False),
+    Column("headers", Text, nullable=False, default="{}"),
+    Column("reason", Text, nullable=False),
+    Column("error_code", String(40), nullable=False),
+    Column("attempts", Integer, nullable=False, default=1),
+    Column("dead_at", UtcDateTime, nullable=False, index=True),
+    Column("status", String(12), nullable=False, default="dead"),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("resolved_by", String(80), nullable=True),
+    Column("note", Text, nullable=True),
+    Index("ix_dead_letter_status_queue", "status", "queue"),
+)
+
+bus_binding = Table(
+    "bus_binding", metadata,
+    Column("queue", String(200), primary_key=True),
+    Column("pattern", String(200), primary_key=True),
+)
+
+bus_message = Table(
+    "bus_message", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("queue", String(200), nullable=False),
+    Column("message_id", String(36), nullable=False),
+    Column("routing_key", String(200), nullable=False),
+    Column("headers", Text, nullable=False, default="{}"),
+    Column("body", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("available_at", UtcDateTime, nullable=False),
+    Column("lease_until", UtcDateTime, nullable=True),
+    Column("lease_owner", String(36), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_bus_message_queue_available", "queue", "available_at", "id"),
+)
+
+component = Table(
+    "component", metadata,
+    Column("name", String(80), primary_key=True),
+    Column("process", String(80), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("last_poll_at", UtcDateTime, nullable=True),
+    Column("detail", Text, nullable=False, default="{}"),
+)
