@@ -33,9 +33,8 @@ class Inbox:
         }
         fresh = [m for m in wanted if m not in seen]
         now = utcnow()
-        insert_ignore(
-            conn, inbox, [{"consumer": consumer, "message_id": m, "processed_at": now} for m in fresh]
-        )
+        rows = [{"consumer": consumer, "message_id": m, "processed_at": now} for m in fresh]
+        insert_ignore(conn, inbox, rows)
         return set(fresh)
 
     @staticmethod

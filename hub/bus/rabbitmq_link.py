@@ -1,0 +1,131 @@
+"""One AMQP connection to RabbitMQ (kombu 5 with the py-amqp transport), with bounded waits.
+
+py-amqp blocks without a timeout in every RPC (``queue_declare``, ``channel.open`` ...), so each
+connection gets socket-level read and write timeouts; ``drain`` waits with an explicit timeout.
+py-amqp has no heartbeat thread: the owner calls :meth:`Link.tick` from its drain loop, and
+:meth:`Link.keepalive` sends heartbeats while the owner is busy elsewhere (a long handler).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import amqp
+from amqp import exceptions as amqp_exc
+from kombu import Connection
+
+from hub.errors import BrokerUnavailable
+from hub.settings import mask_url
+
+__all__ = ["LINK_ERRORS", "Link", "describe"]
+
+log = logging.getLogger(__name__)
+
+#: Everything py-amqp and the socket layer raise when a connection or channel breaks.
+LINK_ERRORS: tuple[type[BaseException], ...] = (
+    amqp_exc.AMQPError,
+    amqp_exc.MessageNacked,
+    OSError,
+)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of a driver error, for logs and the hub's own errors."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Link:
+    """An open AMQP connection; raises :class:`BrokerUnavailable` when it cannot be opened."""
+
+    def __init__(
+        self, url: str, *, connect_timeout: float, heartbeat: int, io_timeout: float
+    ) -> None:
+        self.url = url
+        self.heartbeat = heartbeat
+        self._client = Connection(
+            url,
+            transport="pyamqp",
+            connect_timeout=connect_timeout,
+            heartbeat=heartbeat,
+            # Socket-level timeouts bound every RPC py-amqp waits for without a timeout.
+            transport_options={"read_timeout": io_timeout, "write_timeout": io_timeout},
+        )
+        try:
+            self._client.ensure_connection(max_retries=0, reraise_as_library_errors=False)
+            conn = self._client.connection
+        except LINK_ERRORS as exc:
+            self._client.collect()
+            raise BrokerUnavailable(
+                f"cannot connect to RabbitMQ at {mask_url(url)}: {describe(exc)}"
+            ) from exc
+        if not isinstance(conn, amqp.Connection):
+            raise BrokerUnavailable(f"{mask_url(url)} is not an AMQP 0-9-1 broker URL")
+        self.conn: Any = conn
+        self._lock = threading.Lock()
+
+    def channel(self) -> Any:
+        """A new channel whose message bodies stay bytes."""
+        channel = self.conn.channel()
+        channel.auto_decode = False
+        return channel
+
+    def drain(self, timeout: float) -> bool:
+        """Handle one incoming method (delivery, confirm ...); False when none came in time."""
+        try:
+            self.conn.drain_events(timeout=max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
+
+    def tick(self) -> None:
+        """Send a heartbeat when one is due; raises when the broker has gone silent."""
+        self.conn.heartbeat_tick()
+
+    @contextlib.contextmanager
+    def keepalive(self) -> Iterator[None]:
+        """Send heartbeats from a helper thread while the caller does not use the connection."""
+        if not self.heartbeat:
+            yield
+            return
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.heartbeat / 2):
+                with self._lock:
+                    if done.is_set():
+                        return
+                    try:
+                        self.conn.send_heartbeat()
+                    except LINK_ERRORS:
+                        return  # the owner notices when it uses the connection again
+
+        thread = threading.Thread(target=beat, name="amqp-keepalive", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            with self._lock:
+                done.set()
+            thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Close politely (the broker requeues unacked deliveries at once); never raises."""
+        try:
+            self.conn.close()
+        except LINK_ERRORS as exc:
+            log.debug("closing AMQP connection: %s", describe(exc))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the socket without the closing handshake (after an error); never raises."""
+        with contextlib.suppress(*LINK_ERRORS, AttributeError):
+            self.conn.collect()
+        with contextlib.suppress(*LINK_ERRORS, AttributeError):
+            self._client.collect()
+

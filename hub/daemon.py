@@ -1,0 +1,156 @@
+"""``hub run``: start the parts, keep them alive, stop them cleanly.
+
+Each part runs in its own thread under a supervisor: if a part fails (a bug, a database that
+stays down) it is logged, marked ``failed`` in its heartbeat and restarted after a back-off, so
+one part's trouble never stops the others. SIGTERM or SIGINT sets one stop event; every part
+finishes the batch in hand (or leaves it unacknowledged for redelivery) and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from hub.bus.base import backoff
+from hub.components import Components
+from hub.errors import HubError
+from hub.parts import Part, build_parts
+from hub.runtime import Runtime
+from hub.settings import Settings
+from hub.store.types import utcnow
+
+__all__ = ["Daemon", "run"]
+
+log = logging.getLogger("hub.daemon")
+
+HEARTBEAT_SECONDS = 5.0
+
+
+class Daemon:
+    """The parts of one process and the threads that run them."""
+
+    def __init__(self, runtime: Runtime, parts: Sequence[Part]) -> None:
+        self.runtime = runtime
+        self.parts = list(parts)
+        self.stop = threading.Event()
+        self.states: dict[str, str] = {p.name: "starting" for p in self.parts}
+        self.started_at = utcnow()
+        self._threads: list[threading.Thread] = []
+
+    def prepare(self) -> None:
+        """Migrate the store and declare every subscription, waiting for servers to come up."""
+        every_part = build_parts(self.runtime)
+        self._until_ok("migrate the hub store", self.runtime.store.migrate)
+        for part in every_part:
+            for sub in part.subscriptions():
+                self._until_ok(f"declare {sub.queue}", lambda s=sub: self.runtime.bus.declare(s))
+
+    def _until_ok(self, what: str, action: object) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            try:
+                action()  # type: ignore[operator]
+                return
+            except HubError as exc:
+                attempt += 1
+                log.warning("cannot %s yet (%s); retrying", what, exc)
+                self.stop.wait(backoff(attempt))
+
+    def start(self) -> None:
+        for part in self.parts:
+            thread = threading.Thread(target=self._supervise, args=(part,), name=part.name,
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        beat = threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True)
+        beat.start()
+        self._threads.append(beat)
+        log.info("hub running", extra={"parts": [p.name for p in self.parts],
+                                       "settings": self.runtime.settings.describe()})
+
+    def _supervise(self, part: Part) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            self.states[part.name] = "running"
+            began = time.monotonic()
+            try:
+                part.run(self.stop)
+            except BaseException as exc:
+                if self.stop.is_set():
+                    break
+                failures = 1 if time.monotonic() - began > 60 else failures + 1
+                self.states[part.name] = "failed"
+                log.error("part %s failed; restarting", part.name, exc_info=exc)
+                self.stop.wait(backoff(failures, base=1.0, cap=60.0))
+                continue
+            if not self.stop.is_set():  # a part that returns early is restarted too
+                self.stop.wait(1.0)
+        self.states[part.name] = "stopped"
+
+    def _heartbeat(self) -> None:
+        while True:
+            stopping = self.stop.wait(HEARTBEAT_SECONDS)
+            self._beat_all()
+            if stopping:
+                return
+
+    def _beat_all(self) -> None:
+        try:
+            with self.runtime.store.begin() as conn:
+                for part in self.parts:
+                    Components.beat(conn, part.name, self.states[part.name],
+                                    started_at=self.started_at, last_poll_at=part.last_poll_at,
+                                    detail=part.detail())
+        except HubError as exc:
+            log.warning("cannot record heartbeats: %s", exc)
+
+    def wait(self) -> None:
+        while not self.stop.wait(0.5):
+            pass
+        log.info("stopping")
+        deadline = time.monotonic() + self.runtime.settings.shutdown_grace
+        for thread in self._threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
+        if stuck:
+            log.warning("parts still busy at shutdown (their messages will be redelivered)",
+                        extra={"parts": stuck})
+        self._beat_all()
+        log.info("stopped")
+
+
+def run(settings: Settings, only: Sequence[str] = ()) -> int:
+    """Run the daemon in this process until SIGTERM or SIGINT; returns the exit code."""
+    if not all(settings.system_configured(s) for s in ("crm", "erp", "lims")):
+        from hub.demo.reference import ensure_embedded
+
+        if ensure_embedded(settings):
+            log.info("created and seeded the embedded reference systems",
+                     extra={"var_dir": str(settings.var_dir.resolve())})
+    runtime = Runtime.open(settings)
+    parts = build_parts(runtime)
+    known = [p.name for p in parts]
+    unknown = sorted(set(only) - set(known))
+    if unknown:
+        raise SystemExit(f"unknown part(s): {', '.join(unknown)}; known: {', '.join(known)}")
+    selected = [p for p in parts if not only or p.name in only]
+    daemon = Daemon(runtime, selected)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s received", signal.Signals(signum).name)
+        daemon.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.prepare()
+        if not daemon.stop.is_set():
+            daemon.start()
+            daemon.wait()
+    finally:
+        runtime.close()
+    return 0

@@ -1,0 +1,52 @@
+"""The FastAPI application: health, readiness and metrics (the API grows here)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from hub import __version__
+from hub.errors import HubError
+from hub.http.metrics import HubCollector
+from hub.runtime import Runtime
+
+__all__ = ["create_app"]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """Build the app around ``runtime``; nothing is shared with other apps in the process."""
+    app = FastAPI(title="Integration hub", version=__version__)
+    registry = CollectorRegistry()
+    registry.register(HubCollector(runtime))
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """Readiness: the store, the bus and the three systems all answer."""
+        checks: dict[str, str] = {}
+        probes = {
+            "store": runtime.store.ping,
+            "bus": runtime.bus.ping,
+            "crm": lambda: runtime.ping_system("crm"),
+            "erp": lambda: runtime.ping_system("erp"),
+            "lims": lambda: runtime.ping_system("lims"),
+        }
+        for name, probe in probes.items():
+            try:
+                probe()
+                checks[name] = "ok"
+            except HubError as exc:
+                checks[name] = str(exc)
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

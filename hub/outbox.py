@@ -1,0 +1,156 @@
+"""The transactional outbox and its relay.
+
+A connector that notices a change writes the canonical message with :meth:`Outbox.add` in the
+same transaction as its own bookkeeping (watermark, snapshot): both commit or neither. The
+relay then publishes what is waiting, oldest first, and deletes what the bus confirmed. If the
+relay dies after the bus took a message and before the delete, the message is published again
+on restart; consumers de-duplicate by message id, so that costs nothing but a little traffic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
+
+from hub.bus.base import Bus, Outgoing, backoff
+from hub.errors import HubError, Unroutable
+from hub.headers import H_KEY, H_TYPE
+from hub.journal import Entry, record
+from hub.model.messages import Message, encode, routing_key
+from hub.store.db import Store
+from hub.store.tables import outbox
+from hub.store.types import utcnow
+
+__all__ = ["Outbox", "OutboxRelay", "RelayResult"]
+
+log = logging.getLogger(__name__)
+
+
+class Outbox:
+    """Writes and reads the outbox table inside the caller's transaction."""
+
+    @staticmethod
+    def add(conn: Connection, messages: Sequence[Message], *, partitions: int) -> None:
+        if not messages:
+            return
+        now = utcnow()
+        conn.execute(
+            insert(outbox),
+            [
+                {
+                    "message_id": str(m.message_id),
+                    "routing_key": routing_key(m, partitions),
+                    "type": m.type,
+                    "correlation_key": m.correlation_key,
+                    "body": encode(m).decode("utf-8"),
+                    "created_at": now,
+                    "attempts": 0,
+                }
+                for m in messages
+            ],
+        )
+
+    @staticmethod
+    def pending(conn: Connection) -> int:
+        return int(conn.execute(select(func.count()).select_from(outbox)).scalar_one())
+
+    @staticmethod
+    def oldest(conn: Connection) -> dt.datetime | None:
+        value: dt.datetime | None = conn.execute(select(func.min(outbox.c.created_at))).scalar()
+        return value
+
+
+@dataclass(frozen=True)
+class RelayResult:
+    published: int = 0
+    failed: int = 0
+
+
+class OutboxRelay:
+    """Publishes the outbox to the bus; one or more may run (PostgreSQL skips locked rows)."""
+
+    def __init__(
+        self, store: Store, bus: Bus, *, batch_size: int = 500, idle_wait: float = 0.2,
+        wakeup: threading.Event | None = None, max_delay: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.batch_size = batch_size
+        self.idle_wait = idle_wait
+        self.wakeup = wakeup or threading.Event()
+        self.max_delay = max_delay
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay until ``stop`` is set; infrastructure errors back off and never end the loop."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                result = self.relay_once()
+                failures = 0 if result.failed == 0 else failures
+            except HubError as exc:
+                failures += 1
+                log.warning("outbox relay: %s", exc)
+                stop.wait(backoff(failures, cap=self.max_delay))
+                continue
+            if result.published == 0:
+                self.wakeup.wait(self.idle_wait)
+                self.wakeup.clear()
+
+    def relay_once(self) -> RelayResult:
+        """Publish one batch of due messages; raises only when the store is unreachable.
+
+        No transaction is held while publishing (the embedded bus writes to this same store,
+        and a broker may take seconds to confirm). Two relays running at once may publish a
+        message twice; consumers de-duplicate by message id.
+        """
+        now = utcnow()
+        with self.store.begin() as conn:
+            rows = conn.execute(
+                select(outbox.c.id, outbox.c.message_id, outbox.c.routing_key, outbox.c.type,
+                       outbox.c.correlation_key, outbox.c.body, outbox.c.attempts)
+                .where(or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now))
+                .order_by(outbox.c.id)
+                .limit(self.batch_size)
+            ).all()
+        if not rows:
+            return RelayResult()
+        messages = [
+            Outgoing(r.message_id, r.routing_key, r.body.encode("utf-8"),
+                     {H_TYPE: r.type, H_KEY: r.correlation_key})
+            for r in rows
+        ]
+        failed: dict[str, str] = {}
+        try:
+            self.bus.publish(messages)
+        except Unroutable as exc:
+            failed = {mid: f"no queue is bound for it: {exc}" for mid in exc.message_ids}
+        except HubError as exc:
+            failed = {m.message_id: str(exc) for m in messages}
+        sent = [r for r in rows if r.message_id not in failed]
+        with self.store.begin() as conn:
+            if sent:
+                conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
+                record(conn, [
+                    Entry(event="published", message_id=r.message_id, type=r.type,
+                          correlation_key=r.correlation_key,
+                          source=r.routing_key.split(".", 1)[0], target=r.routing_key)
+                    for r in sent
+                ])
+            for r in rows:
+                if r.message_id in failed:
+                    delay = backoff(r.attempts + 1, base=1.0, cap=self.max_delay)
+                    conn.execute(
+                        update(outbox).where(outbox.c.id == r.id).values(
+                            attempts=r.attempts + 1, last_error=failed[r.message_id][:2000],
+                            next_attempt_at=now + dt.timedelta(seconds=delay),
+                        )
+                    )
+        if failed:
+            log.warning("outbox relay: %d message(s) not published: %s", len(failed),
+                        next(iter(failed.values())))
+        return RelayResult(published=len(sent), failed=len(failed))
