@@ -8,11 +8,12 @@ finishes the batch in hand (or leaves it unacknowledged for redelivery) and the 
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from hub.bus.base import backoff
@@ -47,13 +48,14 @@ class Daemon:
         self._until_ok("migrate the hub store", self.runtime.store.migrate)
         for part in every_part:
             for sub in part.subscriptions():
-                self._until_ok(f"declare {sub.queue}", lambda s=sub: self.runtime.bus.declare(s))
+                declare = functools.partial(self.runtime.bus.declare, sub)
+                self._until_ok(f"declare {sub.queue}", declare)
 
-    def _until_ok(self, what: str, action: object) -> None:
+    def _until_ok(self, what: str, action: Callable[[], None]) -> None:
         attempt = 0
         while not self.stop.is_set():
             try:
-                action()  # type: ignore[operator]
+                action()
                 return
             except HubError as exc:
                 attempt += 1

@@ -17,9 +17,10 @@ from hub.settings import Settings
 from hub.store.db import Store
 from hub.store.engine import make_engine
 
-__all__ = ["Runtime", "SystemName"]
+__all__ = ["SYSTEMS", "Runtime", "SystemName"]
 
 SystemName = Literal["crm", "erp", "lims"]
+SYSTEMS: tuple[SystemName, ...] = ("crm", "erp", "lims")
 
 
 @dataclass

@@ -9,11 +9,11 @@ only ever shown through :func:`mask_url`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EMBEDDED_BROKER", "Settings", "mask_url"]
 
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     publish_timeout: float = Field(10.0, gt=0, description="Seconds to wait for confirms.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
     heartbeat: int = Field(20, ge=0, description="AMQP heartbeat in seconds (0 disables).")
-    retry_delays: tuple[float, ...] = Field(
+    retry_delays: Annotated[tuple[float, ...], NoDecode] = Field(
         (1.0, 5.0, 30.0, 120.0, 600.0),
         description="Back-off before each retry of a retryable failure; then dead letters.",
     )

@@ -98,9 +98,11 @@ def message_id_of(message: Any) -> str:
 
 
 def _int(value: object, default: int) -> int:
+    if not isinstance(value, int | float | str | bytes):
+        return default
     try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
+        return int(value)
+    except ValueError:
         return default
 
 
@@ -176,15 +178,18 @@ def dead_letter_of(topology: Topology, message: Any) -> tuple[NewDeadLetter, Ent
         queue = str(death.get("queue") or headers.get("x-first-death-queue") or "")
         why = str(death.get("reason") or headers.get("x-first-death-reason") or "")
         attempts = _int(headers.get("x-delivery-count"), topology.delivery_limit + 1)
-        if why in ("delivery_limit", "rejected", ""):
+        if why == "delivery_limit":
             reason = (
                 f"delivered more than {topology.delivery_limit} times without an ack "
                 "(its consumer crashed or was stopped each time)"
             )
             code = "delivery_limit"
+        elif why:
+            reason = f"dead-lettered by the broker from {queue!r} ({why})"
+            code = why[:40]
         else:
-            reason = f"dead-lettered by the broker from {queue!r}: {why}"
-            code = why
+            reason = "arrived in the dead-letter queue without a reason (published there?)"
+            code = "unknown"
     letter = NewDeadLetter(
         message_id=message_id,
         queue=queue,

@@ -1,11 +1,12 @@
 """A consumer of one RabbitMQ queue that survives broker restarts.
 
 Deliveries are gathered into batches (``batch_size`` messages, or whatever came within
-``linger`` seconds of the first) and handed to a *processor*, which settles them and acks. On
-any connection error the consumer drops the connection, backs off, reconnects, declares again
-and carries on: deliveries it had not acked are redelivered by the broker, so nothing is lost
-and handlers see duplicates only. A processor raises :class:`RetryableError` to have the same
-happen on purpose (say, its store is down).
+``linger`` seconds of the first) and handed to a *processor*, which settles them; then one
+multiple-ack takes the batch off the queue. On any connection error the consumer drops the
+connection, backs off, reconnects, declares again and carries on: deliveries it had not acked
+are redelivered by the broker, so nothing is lost and handlers see duplicates only. A
+processor raises :class:`RetryableError` to have the same happen on purpose (its store is
+down, say).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hub.bus.base import backoff
@@ -26,10 +27,12 @@ __all__ = ["ConsumerLoop", "Processor"]
 
 log = logging.getLogger(__name__)
 
-#: Settles a batch of py-amqp messages; calls ``ack()`` once they may leave the queue.
-Processor = Callable[[Sequence[Any], Callable[[], None]], None]
+#: Settles a batch of py-amqp messages so they may be acked; returns what to do after the ack.
+Processor = Callable[[Sequence[Any]], Callable[[], None]]
 
+_RECONNECT: tuple[type[BaseException], ...] = (*LINK_ERRORS, RetryableError)
 _POLL = 0.5  # longest wait without looking at ``stop``
+_HEALTHY = 10.0  # seconds of consuming after which a failure counts as a new outage
 
 
 class _Cancelled(RetryableError):
@@ -50,6 +53,9 @@ class ConsumerLoop:
     linger: float
     stop: threading.Event
     closed: Callable[[], bool]
+    _acked: bool = field(default=False, init=False)  # a batch was acked in this session
+    _ready_at: float = field(default=0.0, init=False)  # when this session began consuming
+    _resumed: bool = field(default=False, init=False)  # the current outage's end was logged
 
     def _done(self) -> bool:
         return self.stop.is_set() or self.closed()
@@ -59,31 +65,35 @@ class ConsumerLoop:
         exists with other arguments)."""
         failures = 0
         while not self._done():
+            self._acked = False
+            self._ready_at = 0.0
             try:
-                self._session(on_ready=lambda: None if failures == 0 else log.warning(
-                    "consumer of %s resumed after %d reconnect attempt(s)", self.queue, failures
-                ))
+                self._session(failures)
                 return
             except PermanentError:
                 raise
-            except (*LINK_ERRORS, RetryableError) as exc:
-                failures = 1 if self._resumed else failures + 1
+            except _RECONNECT as exc:
+                # A session that got work done ends an outage; one that failed at once (the
+                # broker is still down, the store refuses the batch) makes it longer.
+                healthy = self._acked or (
+                    self._ready_at and time.monotonic() - self._ready_at > _HEALTHY
+                )
+                failures = 1 if healthy else failures + 1
+                if failures == 1:
+                    self._resumed = False
                 delay = backoff(failures)
                 if failures == 1:
                     log.warning(
-                        "consumer of %s lost RabbitMQ at %s (%s); reconnecting", self.queue,
-                        mask_url(self.url), describe(exc),
+                        "consumer of %s interrupted (%s); reconnecting to RabbitMQ at %s",
+                        self.queue, describe(exc), mask_url(self.url),
                     )
                 else:
-                    log.debug("consumer of %s: still no broker (%s); next try in %.1f s",
+                    log.debug("consumer of %s: still failing (%s); next try in %.1f s",
                               self.queue, describe(exc), delay)
                 if self.stop.wait(delay):
                     return
 
-    _resumed = False
-
-    def _session(self, on_ready: Callable[[], None]) -> None:
-        self._resumed = False
+    def _session(self, failures: int) -> None:
         link = self.open_link()
         try:
             channel = link.channel()
@@ -94,8 +104,10 @@ class ConsumerLoop:
             channel.basic_consume(
                 self.queue, callback=buffer.append, no_ack=False, on_cancel=cancelled.append
             )
-            on_ready()
-            self._resumed = True
+            self._ready_at = time.monotonic()
+            if failures and not self._resumed:
+                log.info("consumer of %s resumed after %d attempt(s)", self.queue, failures)
+                self._resumed = True  # once per outage
             self._loop(link, channel, buffer, cancelled)
         except BaseException:
             link.abort()
@@ -106,7 +118,7 @@ class ConsumerLoop:
         first_at = 0.0
         while True:
             if self._done():
-                if buffer:  # delivered before the stop: settle rather than return them
+                if buffer and not self.closed():  # delivered before the stop: settle them
                     self._handle(link, channel, buffer[: self.batch_size])
                 return
             if cancelled:
@@ -125,11 +137,9 @@ class ConsumerLoop:
             link.tick()
 
     def _handle(self, link: Link, channel: Any, chunk: Sequence[Any]) -> None:
-        last = chunk[-1].delivery_tag
-
-        def ack() -> None:
-            # Deliveries are settled in order, so one multiple-ack covers the chunk.
-            channel.basic_ack(last, multiple=True)
-
-        with link.keepalive():
-            self.process(chunk, ack)
+        with link.keepalive():  # the handler may take longer than the heartbeat interval
+            after_ack = self.process(chunk)
+        # Deliveries are settled in order, so one multiple-ack covers the chunk.
+        channel.basic_ack(chunk[-1].delivery_tag, multiple=True)
+        self._acked = True
+        after_ack()

@@ -42,13 +42,16 @@ class Publisher:
         self._channel.events["basic_nack"].add(self._on_nack)
         self._channel.events["basic_return"].add(self._on_return)
         self._next_tag = 1
+        self._floor = 0  # every tag up to here is confirmed
         self._unconfirmed: set[int] = set()
         self._nacked = 0
         self._returned: list[str] = []
 
     def _on_ack(self, tag: int, multiple: bool) -> None:
-        if multiple:
-            self._unconfirmed.difference_update([t for t in self._unconfirmed if t <= tag])
+        if multiple:  # every tag up to ``tag``; each is visited once over the channel's life
+            for each in range(self._floor + 1, tag + 1):
+                self._unconfirmed.discard(each)
+            self._floor = max(self._floor, tag)
         else:
             self._unconfirmed.discard(tag)
 
@@ -69,13 +72,14 @@ class Publisher:
         self._unconfirmed.clear()
         self._nacked = 0
         self._returned = []
-        for envelope in envelopes:
-            self._channel.basic_publish(
-                envelope.to_amqp(), exchange=envelope.exchange,
-                routing_key=envelope.routing_key, mandatory=True,
-            )
-            self._unconfirmed.add(self._next_tag)
-            self._next_tag += 1
+        with self.link.corked():
+            for envelope in envelopes:
+                self._channel.basic_publish(
+                    envelope.to_amqp(), exchange=envelope.exchange,
+                    routing_key=envelope.routing_key, mandatory=True,
+                )
+                self._unconfirmed.add(self._next_tag)
+                self._next_tag += 1
         deadline = time.monotonic() + timeout
         while self._unconfirmed:
             left = deadline - time.monotonic()

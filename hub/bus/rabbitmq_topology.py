@@ -102,6 +102,10 @@ class Topology:
                     "x-dead-letter-exchange": self.dead_letter_exchange,
                     # RabbitMQ 3.x quorum queues have no limit unless one is set.
                     "x-delivery-limit": self.delivery_limit,
+                    # Keep a dead-lettered message until the dead-letter queue has it (the
+                    # default, at-most-once, drops it if that fails); needs reject-publish.
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
                 },
             )
         for pattern in subscription.patterns:

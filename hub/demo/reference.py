@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from sqlalchemy import Connection, Engine, MetaData, Table, event, select, text
 from sqlalchemy.engine import URL, make_url
@@ -105,21 +105,25 @@ def ensure_database(url: str, *, connect_timeout: float = 5.0) -> bool:
         return False
     engine = make_engine(_server_url(target).render_as_string(hide_password=False),
                          connect_timeout=connect_timeout, pool_size=1)
+    if backend == "postgresql":
+        exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
+        create = "CREATE DATABASE {} ENCODING 'UTF8'"
+    else:
+        exists = text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
+        create = "CREATE DATABASE {} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
     try:
         with engine.connect() as conn:
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            quoted = conn.dialect.identifier_preparer.quote_identifier(name)
-            if backend == "postgresql":
-                exists = text("SELECT 1 FROM pg_database WHERE datname = :name")
-                if conn.execute(exists, {"name": name}).first() is not None:
-                    return False
-                conn.exec_driver_sql(f"CREATE DATABASE {quoted} ENCODING 'UTF8'")
-                return True
-            exists = text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
             if conn.execute(exists, {"name": name}).first() is not None:
                 return False
-            conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS {quoted} "
-                                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci")
+            quoted = conn.dialect.identifier_preparer.quote_identifier(name)
+            try:
+                conn.exec_driver_sql(create.format(quoted))
+            except SQLAlchemyError:
+                # Another process may have created it between our look and our create.
+                if conn.execute(exists, {"name": name}).first() is None:
+                    raise
+                return False
             return True
     except SQLAlchemyError as exc:
         raise translate_db_error(exc, f"create database {name}") from exc
@@ -160,11 +164,9 @@ def seed(url_by_system: Mapping[str, str], *, now: dt.datetime | None = None,
             try:
                 with engine.begin() as conn:
                     for table, rows in _ROWS[system](moment):
-                        counts[_SUMMARY_FIELD.get(table.name, "")] = _insert_missing(
-                            conn, table, rows)
+                        counts[_SUMMARY_FIELD[table.name]] = _insert_missing(conn, table, rows)
             except SQLAlchemyError as exc:
                 raise translate_db_error(exc, f"seed {system}") from exc
-    counts.pop("", None)
     return SeedSummary(**counts)
 
 
@@ -173,7 +175,7 @@ def init(settings: Settings, *, seed: bool) -> None:
 
     Raises as :func:`create_schemas` and :func:`seed` do.
     """
-    urls = {system: settings.system_url(system) for system in SYSTEMS}
+    urls: dict[str, str] = {system: settings.system_url(system) for system in SYSTEMS}
     create_schemas(urls, connect_timeout=settings.connect_timeout)
     if seed:
         _seed(urls, connect_timeout=settings.connect_timeout)
@@ -208,11 +210,14 @@ def _build_aside(system: System, path: Path, connect_timeout: float) -> None:
     create_schemas({system: url}, connect_timeout=connect_timeout)
     _seed({system: url}, connect_timeout=connect_timeout)
     # Every connection is closed by now, so SQLite has folded its WAL back into the file.
+    # A journal left beside a deleted file would be replayed into the new one: drop it.
+    _remove_sqlite(path, journals_only=True)
     os.replace(partial, path)
 
 
-def _remove_sqlite(path: Path) -> None:
-    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+def _remove_sqlite(path: Path, *, journals_only: bool = False) -> None:
+    leftovers = [Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")]
+    for leftover in leftovers if journals_only else [path, *leftovers]:
         leftover.unlink(missing_ok=True)
 
 
@@ -277,5 +282,3 @@ def _as_text(parameters: Any) -> Any:
         for v in parameters
     )
 
-
-_unused = cast(None, None)

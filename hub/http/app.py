@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -9,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from hub import __version__
 from hub.errors import HubError
 from hub.http.metrics import HubCollector
-from hub.runtime import Runtime
+from hub.runtime import SYSTEMS, Runtime
 
 __all__ = ["create_app"]
 
@@ -29,12 +32,10 @@ def create_app(runtime: Runtime) -> FastAPI:
     def readyz() -> JSONResponse:
         """Readiness: the store, the bus and the three systems all answer."""
         checks: dict[str, str] = {}
-        probes = {
+        probes: dict[str, Callable[[], None]] = {
             "store": runtime.store.ping,
             "bus": runtime.bus.ping,
-            "crm": lambda: runtime.ping_system("crm"),
-            "erp": lambda: runtime.ping_system("erp"),
-            "lims": lambda: runtime.ping_system("lims"),
+            **{s: functools.partial(runtime.ping_system, s) for s in SYSTEMS},
         }
         for name, probe in probes.items():
             try:

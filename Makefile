@@ -1,0 +1,18 @@
+# The two commands of the README's Quickstart, and a few more for development.
+.PHONY: setup run test lint bench
+
+setup:
+	@scripts/setup.sh
+
+run: setup  ## set everything up and run the daemon on the embedded defaults
+	.venv/bin/python -m hub run
+
+test: setup  ## set everything up, make sure the servers are up, run lint and the tests
+	@scripts/services.sh
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+	.venv/bin/pytest
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy

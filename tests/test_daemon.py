@@ -1,0 +1,70 @@
+"""``python -m hub run`` as a user starts it: zero configuration, configured systems, parts."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import daemon, free_port, hub_env, wait_for
+
+
+def test_zero_config_creates_seeds_serves_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    with daemon(tmp_path, hub_env(HUB_HTTP_PORT=str(port))) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, 60, "healthz")
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {k: "ok" for k in ("store", "bus", "crm", "erp", "lims")}
+        for name in ("hub", "crm", "erp", "lims"):
+            assert (tmp_path / "var" / f"{name}.db").is_file()
+        wait_for(lambda: "hub_component_up" in httpx.get(f"{base}/metrics").text, 30, "metrics")
+        status = subprocess.run([sys.executable, "-m", "hub", "status"], cwd=tmp_path,
+                                env=hub_env(), capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout + status.stderr
+        for part in ("relay", "deadletters", "housekeeping", "http"):
+            assert part in status.stdout
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    log = (tmp_path / "daemon.log").read_text()
+    assert '"stopped"' in log
+
+
+def test_configured_systems_are_never_created(tmp_path: Path) -> None:
+    port = free_port()
+    missing = tmp_path / "elsewhere" / "crm.db"
+    env = hub_env(HUB_HTTP_PORT=str(port), HUB_CRM_URL=f"sqlite:///{missing}")
+    with daemon(tmp_path, env) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, 60, "healthz")
+        ready = httpx.get(f"{base}/readyz")
+        assert ready.status_code == 503
+        assert "does not exist" in ready.json()["checks"]["crm"]
+        assert ready.json()["checks"]["erp"] == "ok"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    assert not missing.exists() and not missing.parent.exists()
+    assert not (tmp_path / "var" / "crm.db").exists()
+
+
+def test_only_runs_the_named_part_and_rejects_unknown_ones(tmp_path: Path) -> None:
+    env = hub_env(HUB_HTTP_PORT=str(free_port()))
+    with daemon(tmp_path, env, "--only", "relay") as proc:
+        def relay_reported() -> bool:
+            out = subprocess.run([sys.executable, "-m", "hub", "status", "--json"],
+                                 cwd=tmp_path, env=env, capture_output=True, text=True,
+                                 timeout=60).stdout
+            return '"relay"' in out
+        wait_for(relay_reported, 60, "the relay's heartbeat")
+        out = subprocess.run([sys.executable, "-m", "hub", "status"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60).stdout
+        assert "http " not in out and "deadletters" not in out
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    bad = subprocess.run([sys.executable, "-m", "hub", "run", "--only", "nonsense"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown part(s): nonsense" in bad.stderr
