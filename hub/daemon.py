@@ -95,9 +95,8 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         while True:
-            stopping = self.stop.wait(HEARTBEAT_SECONDS)
             self._beat_all()
-            if stopping:
+            if self.stop.wait(HEARTBEAT_SECONDS):
                 return
 
     def _beat_all(self) -> None:

@@ -22,7 +22,8 @@ def test_zero_config_creates_seeds_serves_and_stops_cleanly(tmp_path: Path) -> N
         assert ready.json()["checks"] == {k: "ok" for k in ("store", "bus", "crm", "erp", "lims")}
         for name in ("hub", "crm", "erp", "lims"):
             assert (tmp_path / "var" / f"{name}.db").is_file()
-        wait_for(lambda: "hub_component_up" in httpx.get(f"{base}/metrics").text, 30, "metrics")
+        wait_for(lambda: 'hub_component_up{component="http"' in httpx.get(f"{base}/metrics").text,
+                 30, "the parts' heartbeats in the metrics")
         status = subprocess.run([sys.executable, "-m", "hub", "status"], cwd=tmp_path,
                                 env=hub_env(), capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr

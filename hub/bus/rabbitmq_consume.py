@@ -79,10 +79,9 @@ class ConsumerLoop:
                     self._ready_at and time.monotonic() - self._ready_at > _HEALTHY
                 )
                 failures = 1 if healthy else failures + 1
-                if failures == 1:
-                    self._resumed = False
                 delay = backoff(failures)
                 if failures == 1:
+                    self._resumed = False
                     log.warning(
                         "consumer of %s interrupted (%s); reconnecting to RabbitMQ at %s",
                         self.queue, describe(exc), mask_url(self.url),

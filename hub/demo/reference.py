@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from sqlalchemy import Connection, Engine, MetaData, Table, event, select, text
+from sqlalchemy import Connection, Engine, MetaData, Table, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -251,34 +251,8 @@ def _server_url(target: URL) -> URL:
 @contextmanager
 def _engine(url: str, connect_timeout: float) -> Iterator[Engine]:
     engine = make_engine(url, connect_timeout=connect_timeout, pool_size=2)
-    if engine.dialect.name in ("mysql", "mariadb") and engine.dialect.driver == "pyodbc":
-        _keep_microseconds_through_odbc(engine)
     try:
         yield engine
     finally:
         engine.dispose()
-
-
-def _keep_microseconds_through_odbc(engine: Engine) -> None:
-    """Send datetimes to MariaDB's ODBC driver as text, so microseconds survive.
-
-    MariaDB Connector/ODBC reports a timestamp precision of 16 (SQLGetTypeInfo), so pyodbc
-    zeroes the fraction of every datetime it binds; MariaDB parses the ISO text exactly.
-    """
-
-    @event.listens_for(engine, "before_cursor_execute", retval=True)
-    def _datetimes_as_text(conn: Any, cursor: Any, statement: str, parameters: Any,
-                           context: Any, executemany: bool) -> tuple[str, Any]:
-        if executemany:
-            return statement, [_as_text(p) for p in parameters]
-        return statement, _as_text(parameters)
-
-
-def _as_text(parameters: Any) -> Any:
-    if not isinstance(parameters, list | tuple):
-        return parameters
-    return type(parameters)(
-        v.isoformat(sep=" ", timespec="microseconds") if isinstance(v, dt.datetime) else v
-        for v in parameters
-    )
 

@@ -8,6 +8,7 @@ restarted server costs one retry instead of a dead connection pool.
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,35 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5) -
         kwargs["connect_args"] = {"timeout": max(1, int(connect_timeout))}
     elif backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if backend in ("mysql", "mariadb") and driver == "pyodbc":
+        _datetimes_as_text(engine)
+    return engine
+
+
+def _datetimes_as_text(engine: Engine) -> None:
+    """Send datetimes to MariaDB's ODBC driver as text, so microseconds survive.
+
+    MariaDB Connector/ODBC reports a timestamp precision of 16 (SQLGetTypeInfo), so pyodbc
+    zeroes the fraction of every datetime it binds: two changes within one second would look
+    alike to a watermark. MariaDB parses the ISO text exactly.
+    """
+
+    @event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _rewrite(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+                 executemany: bool) -> tuple[str, Any]:
+        if executemany:
+            return statement, [_as_text(p) for p in parameters]
+        return statement, _as_text(parameters)
+
+
+def _as_text(parameters: Any) -> Any:
+    if not isinstance(parameters, list | tuple):
+        return parameters
+    return type(parameters)(
+        v.isoformat(sep=" ", timespec="microseconds") if isinstance(v, dt.datetime) else v
+        for v in parameters
+    )
 
 
 def _sqlite_tuning(engine: Engine) -> None:

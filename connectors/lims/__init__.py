@@ -1,0 +1,1 @@
+"""The LIMS connector: LabWare-style lots, samples, tests and results, and their reader."""
