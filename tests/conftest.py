@@ -6,54 +6,28 @@ the real thing was exercised.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from hub.store import Store
-
-PG_URL = os.environ.get("HUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-MARIADB_URL = os.environ.get(
-    "HUB_TEST_MARIADB_URL",
-    "mysql+pyodbc://root:@127.0.0.1:3306/test?driver=MariaDB+Unicode&charset=utf8mb4",
-)
-AMQP_URL = os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-
-
-def throwaway_pg() -> tuple[str, str]:
-    """Create an empty PostgreSQL database; returns (url, name)."""
-    name = f"hubtest_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False), name
-
-
-def drop_pg(name: str) -> None:
-    admin = create_engine(make_url(PG_URL).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+from tests.databases import Databases
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(tmp_path: Path) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test."""
-    url, name = throwaway_pg()
+    databases = Databases("postgresql", tmp_path)
     try:
-        yield url
+        yield databases.url("hub", create=True)
     finally:
-        drop_pg(name)
+        databases.drop_all()
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: object) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path}/hub.db")  # type: ignore[str-bytes-safe]
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path}/hub.db")
     store.migrate()
     yield store
     store.dispose()

@@ -15,7 +15,7 @@ from hub.bus.base import Bus, Handler, Subscription
 from hub.store import Store
 from hub.store.deadletters import DeadLetter, DeadLetters
 from tests.bus.kit import KINDS, QUEUE_PREFIX, delete_test_queues, make_bus
-from tests.conftest import AMQP_URL
+from tests.databases import AMQP_URL
 
 
 @dataclass

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 sys.path.insert(0, os.getcwd())
 
-from hub.bus.base import Incoming, Subscription  # noqa: E402
-from hub.store import Store  # noqa: E402
-from hub.store.inbox import Inbox  # noqa: E402
-from tests.bus.kit import make_bus  # noqa: E402
+from hub.bus.base import Incoming, Subscription
+from hub.store import Store
+from hub.store.inbox import Inbox
+from tests.bus.kit import make_bus
 
 
 def main() -> None:

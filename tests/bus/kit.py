@@ -31,19 +31,22 @@ def make_bus(kind: str, store: Store, exchange: str, amqp_url: str) -> Bus:
 
 def delete_test_queues() -> None:
     """Remove every queue and exchange the suite created on the broker."""
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "name"], capture_output=True, text=True, timeout=60,
-        check=False,
-    )
-    names = [n.strip() for n in listing.stdout.splitlines() if n.strip().startswith(QUEUE_PREFIX)]
-    if not names:
+    def listed(kind: str) -> list[str]:
+        out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"], capture_output=True,
+                             text=True, timeout=60, check=False).stdout
+        return [n.strip() for n in out.splitlines() if n.strip().startswith(QUEUE_PREFIX)]
+
+    queues, exchanges = listed("queues"), listed("exchanges")
+    if not queues and not exchanges:
         return
     import pika
 
     conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", connection_attempts=2))
     try:
         channel = conn.channel()
-        for name in names:
+        for name in queues:
             channel.queue_delete(name)
+        for name in exchanges:
+            channel.exchange_delete(name)
     finally:
         conn.close()

@@ -18,7 +18,7 @@ from hub.errors import DependencyMissing, InvalidMessage, Unroutable
 from hub.model import Order, OrderChanged, OrderLine
 from hub.store.tables import inbox
 from tests.bus.conftest import BusKit, wait_for
-from tests.conftest import AMQP_URL
+from tests.databases import AMQP_URL
 
 
 def out(key: str = "crm.order.changed.p0", body: bytes | None = None) -> Outgoing:
