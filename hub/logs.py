@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
 
 __all__ = ["configure_logging"]
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Route the standard library's logging and structlog through one renderer on stderr."""
+def _drop_color_message(
+    _logger: Any, _name: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    event.pop("color_message", None)  # uvicorn's duplicate of the message with ANSI codes
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Route the standard library's logging and structlog through one renderer on stderr.
+
+    ``auto`` renders readable lines on a terminal and JSON lines otherwise (files, journald).
+    """
+    if fmt == "auto":
+        fmt = "console" if sys.stderr.isatty() else "json"
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if fmt == "json" else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
@@ -22,6 +36,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
     ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     poll_interval: float = Field(1.0, gt=0, description="Seconds between polls of a source.")
 
     log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: readable lines on a terminal, JSON lines otherwise."
+    )
 
     exchange: str = Field("hub.events", description="Topic exchange every message goes through.")
     partitions: int = Field(4, ge=1, le=64, description="Routing partitions per message type.")
