@@ -7,8 +7,6 @@ orders, bumps ``version``; the hub polls ``modified_at`` as its watermark, hence
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import (
     CHAR,
     Column,
@@ -16,12 +14,18 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
-    Numeric,
     String,
     Table,
 )
 
-from hub.store.types import UtcDateTime
+from hub.store.types import (
+    MYSQL_TABLE_OPTIONS,
+    NAMING_CONVENTION,
+    Money,
+    Price,
+    Quantity,
+    UtcDateTime,
+)
 
 __all__ = [
     "crm_account",
@@ -32,22 +36,8 @@ __all__ = [
     "metadata",
 ]
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-#: MariaDB: the demo's Chinese names need 4-byte UTF-8 whatever the database default is.
-_MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
-          "mysql_collate": "utf8mb4_unicode_ci"}
-
-Money = Numeric(18, 2)
-Quantity = Numeric(18, 3)
-Price = Numeric(18, 4)
 
 crm_account = Table(
     "crm_account", metadata,
@@ -59,7 +49,7 @@ crm_account = Table(
     Column("erp_customer_code", String(15), nullable=True),
     Column("modified_at", UtcDateTime, nullable=False, index=True),
     Column("modified_by", String(50), nullable=False),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 crm_order = Table(
@@ -81,7 +71,7 @@ crm_order = Table(
     Column("version", Integer, nullable=False),
     Column("modified_at", UtcDateTime, nullable=False, index=True),
     Column("modified_by", String(50), nullable=False),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 crm_order_line = Table(
@@ -94,7 +84,7 @@ crm_order_line = Table(
     Column("unit", String(10)),
     Column("unit_price", Price, nullable=False),
     Column("shipped_quantity", Quantity, nullable=False, default=0, server_default="0"),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 crm_shipment = Table(
@@ -103,7 +93,7 @@ crm_shipment = Table(
     Column("order_id", String(36), ForeignKey(crm_order.c.order_id), index=True),
     Column("erp_delivery_number", String(20), nullable=False, unique=True),
     Column("shipped_on", Date, nullable=False),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 crm_shipment_line = Table(
@@ -114,5 +104,5 @@ crm_shipment_line = Table(
     Column("product_code", String(50)),
     Column("batch_number", String(36), primary_key=True),
     Column("quantity", Quantity),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )

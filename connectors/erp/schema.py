@@ -27,7 +27,6 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
     Table,
     func,
@@ -37,7 +36,14 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from hub.errors import DatabaseUnavailable
-from hub.store.types import UtcDateTime
+from hub.store.types import (
+    MYSQL_TABLE_OPTIONS,
+    NAMING_CONVENTION,
+    Money,
+    Price,
+    Quantity,
+    UtcDateTime,
+)
 
 __all__ = [
     "DOCUMENT_TABLES",
@@ -56,22 +62,8 @@ __all__ = [
     "rdr1",
 ]
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-#: MariaDB: the demo's Chinese names need 4-byte UTF-8 whatever the database default is.
-_MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
-          "mysql_collate": "utf8mb4_unicode_ci"}
-
-Money = Numeric(18, 2)
-Quantity = Numeric(18, 3)
-Price = Numeric(18, 4)
 
 
 def _doc_entry() -> Column[int]:
@@ -91,7 +83,7 @@ ocrd = Table(
     Column("Country", CHAR(2)),
     Column("U_CRM_ID", String(36), nullable=True, index=True),
     Column("UpdateDate", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 oitm = Table(
@@ -100,7 +92,7 @@ oitm = Table(
     Column("ItemName", String(200), nullable=False),
     Column("InvntryUom", String(10)),
     Column("ManBtchNum", CHAR(1)),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 ordr = Table(
@@ -122,7 +114,7 @@ ordr = Table(
     Column("U_ReqDate", Date),
     Column("UpdateDate", UtcDateTime, nullable=False, index=True),
     Column("UserSign2", String(50)),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 rdr1 = Table(
@@ -139,7 +131,7 @@ rdr1 = Table(
     Column("ShipDate", Date),
     Column("LineStatus", CHAR(1), nullable=False),
     Column("U_CRM_LINE", Integer, nullable=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 odln = Table(
@@ -149,7 +141,7 @@ odln = Table(
     Column("CardCode", String(15), nullable=False, index=True),
     Column("DocDate", Date, nullable=False),
     Column("UpdateDate", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 dln1 = Table(
@@ -163,7 +155,7 @@ dln1 = Table(
     Column("ItemCode", String(50), ForeignKey(oitm.c.ItemCode), nullable=False, index=True),
     Column("Quantity", Quantity),
     Index("ix_DLN1_BaseEntry_BaseLine", "BaseEntry", "BaseLine"),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 ibt1 = Table(
@@ -175,7 +167,7 @@ ibt1 = Table(
     Column("BaseType", Integer),
     Column("Quantity", Quantity),
     Column("CardCode", String(15), index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 oinv = Table(
@@ -186,7 +178,7 @@ oinv = Table(
     Column("DocDate", Date, nullable=False),
     Column("DocTotal", Money),
     Column("UpdateDate", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 inv1 = Table(
@@ -200,7 +192,7 @@ inv1 = Table(
     Column("ItemCode", String(50)),
     Column("Quantity", Quantity),
     Index("ix_INV1_BaseEntry_BaseLine", "BaseEntry", "BaseLine"),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 #: The headers numbered by a DocNum series.

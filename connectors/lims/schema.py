@@ -11,11 +11,9 @@ No foreign keys are declared, as in the product: the LIMS application keeps the 
 
 from __future__ import annotations
 
-from typing import Any
+from sqlalchemy import CHAR, Column, Date, Integer, MetaData, String, Table
 
-from sqlalchemy import CHAR, Column, Date, Integer, MetaData, Numeric, String, Table
-
-from hub.store.types import UtcDateTime
+from hub.store.types import MYSQL_TABLE_OPTIONS, NAMING_CONVENTION, Limit, UtcDateTime
 
 __all__ = [
     "analysis",
@@ -28,19 +26,8 @@ __all__ = [
     "test",
 ]
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
-#: MariaDB: the Chinese descriptions need 4-byte UTF-8 whatever the database default is.
-_MYSQL: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4",
-          "mysql_collate": "utf8mb4_unicode_ci"}
-
-Limit = Numeric(18, 6)
 
 
 def _key(name: str) -> Column[int]:
@@ -58,7 +45,7 @@ lot = Table(
     Column("X_MANUFACTURE_DATE", Date),
     Column("X_EXPIRY_DATE", Date),
     Column("CHANGED_ON", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 product = Table(
@@ -67,7 +54,7 @@ product = Table(
     Column("VERSION", Integer, primary_key=True, autoincrement=False),
     Column("DESCRIPTION", String(200)),
     Column("X_DESCRIPTION_ZH", String(200)),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 analysis = Table(
@@ -76,7 +63,7 @@ analysis = Table(
     Column("VERSION", Integer, primary_key=True, autoincrement=False),
     Column("DESCRIPTION", String(200)),
     Column("X_METHOD", String(80)),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 product_spec = Table(
@@ -93,7 +80,7 @@ product_spec = Table(
     Column("REPORTED_NAME", String(80)),
     Column("X_REPORTED_NAME_ZH", String(80)),
     Column("ORDER_NUMBER", Integer),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 sample = Table(
@@ -115,7 +102,7 @@ sample = Table(
     Column("RE_SAMPLE", CHAR(1)),
     Column("ORIGINAL_SAMPLE", Integer, nullable=True),
     Column("CHANGED_ON", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 test = Table(
@@ -129,7 +116,7 @@ test = Table(
     Column("IN_SPEC", CHAR(1)),
     Column("DATE_COMPLETED", UtcDateTime),
     Column("CHANGED_ON", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )
 
 result = Table(
@@ -151,5 +138,5 @@ result = Table(
     Column("DATE_ENTRY", UtcDateTime),
     Column("ENTERED_BY", String(40)),
     Column("CHANGED_ON", UtcDateTime, nullable=False, index=True),
-    **_MYSQL,
+    **MYSQL_TABLE_OPTIONS,
 )

@@ -31,20 +31,14 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from hub.store.types import UtcDateTime
+from hub.store.types import NAMING_CONVENTION, UtcDateTime
 
 __all__ = [
     "bus_binding", "bus_message", "component", "dead_letter", "id_xref", "inbox", "journal",
     "metadata", "outbox", "sync_state", "watermark", "watermark_seen",
 ]
 
-metadata = MetaData(
-    naming_convention={
-        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "pk": "pk_%(table_name)s",
-    }
-)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 #: An auto-incrementing 64-bit key that SQLite also accepts as its rowid alias.
 BigId = BigInteger().with_variant(Integer(), "sqlite")

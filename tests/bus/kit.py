@@ -14,18 +14,22 @@ RETRY_DELAYS = (0.2, 0.4)
 DELIVERY_LIMIT = 3
 
 
-def make_bus(kind: str, store: Store, exchange: str, amqp_url: str) -> Bus:
+def make_bus(
+    kind: str, store: Store, exchange: str, amqp_url: str, *,
+    delivery_limit: int = DELIVERY_LIMIT, heartbeat: int = 5,
+) -> Bus:
+    """The bus of ``kind`` as every test and test subprocess builds it (same topology)."""
     if kind.startswith("embedded"):
         return EmbeddedBus(
-            store, retry_delays=RETRY_DELAYS, delivery_limit=DELIVERY_LIMIT, lease_seconds=1.5,
+            store, retry_delays=RETRY_DELAYS, delivery_limit=delivery_limit, lease_seconds=1.5,
             poll_interval=0.05, batch_size=20,
         )
     from hub.bus.rabbitmq import RabbitBus
 
     return RabbitBus(
         amqp_url, store, exchange=exchange, retry_delays=RETRY_DELAYS,
-        delivery_limit=DELIVERY_LIMIT, prefetch=50, batch_size=20, publish_timeout=5,
-        heartbeat=5,
+        delivery_limit=delivery_limit, prefetch=50, batch_size=20, publish_timeout=5,
+        heartbeat=heartbeat,
     )
 
 

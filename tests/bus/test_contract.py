@@ -9,6 +9,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -17,8 +18,10 @@ from hub.bus.base import Incoming, Outgoing, Subscription
 from hub.errors import DependencyMissing, InvalidMessage, Unroutable
 from hub.model import Order, OrderChanged, OrderLine
 from hub.store.tables import inbox
-from tests.bus.conftest import BusKit, wait_for
+from tests.bus.conftest import BusKit
+from tests.bus.kit import DELIVERY_LIMIT
 from tests.databases import AMQP_URL
+from tests.helpers import wait_for
 
 
 def out(key: str = "crm.order.changed.p0", body: bytes | None = None) -> Outgoing:
@@ -220,9 +223,10 @@ def test_queue_depths_count_waiting_messages(kit: BusKit) -> None:
 CONSUMER = os.path.join(os.path.dirname(__file__), "consumer_proc.py")
 
 
-def _consumer(kit: BusKit, queue: str, mode: str) -> subprocess.Popen[bytes]:
+def _consumer(kit: BusKit, queue: str, mode: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, CONSUMER, kit.kind, kit.store.url, kit.exchange, AMQP_URL, queue, mode],
+        [sys.executable, CONSUMER, kit.kind, kit.store.url, kit.exchange, AMQP_URL, queue, mode,
+         str(log), str(DELIVERY_LIMIT)],
         cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
     )
 
@@ -234,15 +238,18 @@ def _effects(kit: BusKit, queue: str) -> int:
         ).scalar_one())
 
 
-def test_consumer_killed_before_ack_gets_redelivery_without_second_effect(kit: BusKit) -> None:
+def test_consumer_killed_before_ack_gets_redelivery_without_second_effect(
+    kit: BusKit, tmp_path: Path
+) -> None:
     sub = Subscription(kit.queue(), ("crm.#",))
     kit.bus.declare(sub)
     messages = [out() for _ in range(5)]
     kit.bus.publish(messages)
-    first = _consumer(kit, sub.queue, "die-after-commit")
+    log = tmp_path / "deliveries.log"
+    first = _consumer(kit, sub.queue, "die-after-commit", log)
     assert first.wait(timeout=60) == -signal.SIGKILL, "the consumer killed itself mid-batch"
     assert _effects(kit, sub.queue) == 5, "the effects committed before the kill"
-    second = _consumer(kit, sub.queue, "count-redeliveries")
+    second = _consumer(kit, sub.queue, "run", log)
     try:
         wait_for(lambda: kit.bus.queue_depths().get(sub.queue) == 0, timeout=30,
                  what="the redelivered messages to be settled")
@@ -250,3 +257,8 @@ def test_consumer_killed_before_ack_gets_redelivery_without_second_effect(kit: B
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=30) == 0, "the consumer stops cleanly on SIGTERM"
     assert _effects(kit, sub.queue) == 5, "the redelivery had no second effect"
+    deliveries = [line.split() for line in log.read_text().splitlines()]
+    ids = [m.message_id for m in messages]
+    assert [d[0] for d in deliveries] == ids + ids, "each delivered once, then once again"
+    assert {d[2] for d in deliveries[:5]} == {"0"} and {d[2] for d in deliveries[5:]} == {"1"}, \
+        "the second delivery is flagged as a redelivery"

@@ -29,13 +29,14 @@ from hub.model import Order, OrderChanged, OrderLine
 from hub.store import Store
 from hub.store.deadletters import DeadLetter, DeadLetters
 from hub.store.tables import inbox, journal
-from tests.bus.conftest import wait_for
+from tests.bus.kit import make_bus
 from tests.databases import AMQP_URL
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.rabbitmq
 
 ROOT = Path(__file__).resolve().parents[2]
-CONSUMER = Path(__file__).with_name("rabbit_consumer.py")
+CONSUMER = Path(__file__).with_name("consumer_proc.py")
 
 
 def out(key: str = "crm.order.changed.p0", body: bytes | None = None) -> Outgoing:
@@ -59,11 +60,9 @@ class Rig:
     def bus(
         self, *, exchange: str | None = None, delivery_limit: int = 3, heartbeat: int = 5
     ) -> RabbitBus:
-        bus = RabbitBus(
-            AMQP_URL, self.store, exchange=exchange or name("x"), retry_delays=(0.2, 0.4),
-            delivery_limit=delivery_limit, prefetch=50, batch_size=20, publish_timeout=5,
-            heartbeat=heartbeat,
-        )
+        bus = make_bus("rabbitmq", self.store, exchange or name("x"), AMQP_URL,
+                       delivery_limit=delivery_limit, heartbeat=heartbeat)
+        assert isinstance(bus, RabbitBus)
         bus.ping()  # BrokerUnavailable here fails the test: a missing broker is not a skip
         self.buses.append(bus)
         return bus
@@ -130,10 +129,10 @@ def rabbitmqctl(*args: str, timeout: float = 120) -> None:
 def child(
     rig: Rig, bus: RabbitBus, queue: str, mode: str, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """A consumer process (tests/bus/rabbit_consumer.py); SIGTERMed if still running after."""
+    """A consumer process (tests/bus/consumer_proc.py); SIGTERMed if still running after."""
     proc = subprocess.Popen(
-        [sys.executable, str(CONSUMER), rig.store.url, AMQP_URL, bus.topology.exchange, queue,
-         mode, str(log), str(bus.topology.delivery_limit)],
+        [sys.executable, str(CONSUMER), "rabbitmq", rig.store.url, bus.topology.exchange,
+         AMQP_URL, queue, mode, str(log), str(bus.topology.delivery_limit)],
         cwd=ROOT,
     )
     try:
@@ -239,29 +238,6 @@ def test_broker_restart_while_publishing_and_consuming(
 
 
 # -- 2 ---------------------------------------------------------------------------------------
-
-
-def test_consumer_killed_before_ack_gets_redelivery_without_second_effect(
-    rig: Rig, tmp_path: Path
-) -> None:
-    bus = rig.bus()
-    sub = rig.subscription(bus)
-    message = out()
-    bus.publish([message])
-    log = tmp_path / "seen.log"
-    with child(rig, bus, sub.queue, "die-after-commit", log) as first:
-        assert first.wait(timeout=60) == -signal.SIGKILL, "the consumer killed itself"
-    assert effects(rig.store, sub.queue) == 1, "the effect committed before the kill"
-    with child(rig, bus, sub.queue, "run", log) as second:
-        wait_for(lambda: applied(rig.store, message.message_id), timeout=30,
-                 what="the redelivery to be applied and acked")
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(timeout=30) == 0, "the consumer stops cleanly on SIGTERM"
-    assert effects(rig.store, sub.queue) == 1, "the redelivery had no second effect"
-    assert [(mid, redelivered) for mid, _, redelivered in log_lines(log)] == [
-        (message.message_id, 0), (message.message_id, 1)
-    ]
-    assert bus.queue_depths()[sub.queue] == 0
 
 
 def effects(store: Store, consumer: str) -> int:
