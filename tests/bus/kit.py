@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
+from decimal import Decimal
 
-from hub.bus.base import Bus
+from hub.bus.base import Bus, Incoming, Outgoing
 from hub.bus.embedded import EmbeddedBus
+from hub.errors import InvalidMessage
+from hub.model import Order, OrderChanged, OrderLine
 from hub.store import Store
 
 KINDS = ("embedded-sqlite", "embedded-postgres", "rabbitmq")
@@ -54,3 +58,30 @@ def delete_test_queues() -> None:
             channel.exchange_delete(name)
     finally:
         conn.close()
+
+
+def order_message(key: str) -> Outgoing:
+    """A valid ``order.changed`` for ``key``, ready to publish."""
+    return Outgoing.of(OrderChanged(
+        correlation_key=key, source="crm", source_version="1",
+        order=Order(customer="C1", status="submitted", currency="EUR",
+                    lines=(OrderLine(line_no=1, product_code="X", quantity=Decimal("1"),
+                                     unit_price=Decimal("2")),)),
+    ), partitions=1)
+
+
+class Decoder:
+    """A handler that decodes each message, records its key, and fails what does not decode."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def __call__(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        for m in batch:
+            try:
+                self.keys.append(m.decode().correlation_key)
+                results.append(None)
+            except InvalidMessage as exc:
+                results.append(exc)
+        return results

@@ -16,10 +16,9 @@ from sqlalchemy import func, select
 
 from hub.bus.base import Incoming, Outgoing, Subscription
 from hub.errors import DependencyMissing, InvalidMessage, Unroutable
-from hub.model import Order, OrderChanged, OrderLine
 from hub.store.tables import inbox
 from tests.bus.conftest import BusKit
-from tests.bus.kit import DELIVERY_LIMIT
+from tests.bus.kit import DELIVERY_LIMIT, Decoder, order_message
 from tests.databases import AMQP_URL
 from tests.helpers import wait_for
 
@@ -168,28 +167,12 @@ def test_malformed_body_is_dead_lettered_by_decoding(kit: BusKit) -> None:
     sub = Subscription(kit.queue(), ("crm.#",))
     kit.bus.declare(sub)
     bad = out(body=b"\xff\xfe not json at all")
-    good_message = OrderChanged(
-        correlation_key="SO-1", source="crm", source_version="1",
-        order=Order(customer="C1", status="submitted", currency="EUR",
-                    lines=(OrderLine(line_no=1, product_code="X", quantity="1",
-                                     unit_price="2"),)),
-    )
-    good = Outgoing.of(good_message, partitions=1)
-    decoded: list[str] = []
-
-    def handler(batch: Sequence[Incoming]) -> list[BaseException | None]:
-        results: list[BaseException | None] = []
-        for m in batch:
-            try:
-                decoded.append(m.decode().correlation_key)
-                results.append(None)
-            except InvalidMessage as exc:
-                results.append(exc)
-        return results
+    good = order_message("SO-1")
+    decoder = Decoder()
 
     kit.bus.publish([bad, good])
-    with kit.consuming(sub, handler):
-        wait_for(lambda: decoded == ["SO-1"], what="the good message")
+    with kit.consuming(sub, decoder):
+        wait_for(lambda: decoder.keys == ["SO-1"], what="the good message")
         wait_for(lambda: any(d.message_id == bad.message_id for d in kit.dead_letters()),
                  what="the malformed message")
     dead = next(d for d in kit.dead_letters() if d.message_id == bad.message_id)

@@ -24,12 +24,11 @@ from sqlalchemy import func, select
 
 from hub.bus.base import Incoming, Outgoing, Subscription
 from hub.bus.rabbitmq import RabbitBus
-from hub.errors import BrokerUnavailable, InvalidMessage, PermanentError, Unroutable
-from hub.model import Order, OrderChanged, OrderLine
+from hub.errors import BrokerUnavailable, PermanentError, Unroutable
 from hub.store import Store
 from hub.store.deadletters import DeadLetter, DeadLetters
 from hub.store.tables import inbox, journal
-from tests.bus.kit import make_bus
+from tests.bus.kit import Decoder, make_bus, order_message
 from tests.databases import AMQP_URL
 from tests.helpers import wait_for
 
@@ -265,27 +264,9 @@ def test_poison_message_from_a_foreign_publisher_is_dead_lettered_and_others_flo
     sub = rig.subscription(bus)
     rig.start(bus.relay_dead_letters)
 
-    def order(key: str) -> Outgoing:
-        return Outgoing.of(OrderChanged(
-            correlation_key=key, source="crm", source_version="1",
-            order=Order(customer="C1", status="submitted", currency="EUR",
-                        lines=(OrderLine(line_no=1, product_code="X", quantity="1",
-                                         unit_price="2"),)),
-        ), partitions=1)
+    decoder = Decoder()
 
-    decoded: list[str] = []
-
-    def handler(batch: Sequence[Incoming]) -> list[BaseException | None]:
-        results: list[BaseException | None] = []
-        for m in batch:
-            try:
-                decoded.append(m.decode().correlation_key)
-                results.append(None)
-            except InvalidMessage as exc:
-                results.append(exc)
-        return results
-
-    before, after = order("SO-1"), order("SO-2")
+    before, after = order_message("SO-1"), order_message("SO-2")
     poison = b"<order><no>SO-1</no></order>"
     bus.publish([before])
     params = pika.URLParameters(AMQP_URL)
@@ -301,8 +282,8 @@ def test_poison_message_from_a_foreign_publisher_is_dead_lettered_and_others_flo
     finally:
         foreign.close()
     bus.publish([after])
-    rig.consume(bus, sub, handler)
-    wait_for(lambda: decoded == ["SO-1", "SO-2"], what="the messages around the poison")
+    rig.consume(bus, sub, decoder)
+    wait_for(lambda: decoder.keys == ["SO-1", "SO-2"], what="the messages around the poison")
     wait_for(lambda: any(d.body == poison for d in rig.dead_letters()), what="the poison")
     dead = next(d for d in rig.dead_letters() if d.body == poison)
     assert dead.queue == sub.queue
