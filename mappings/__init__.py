@@ -1,6 +1,7 @@
 """Mappings between each system's records and the canonical model.
 
-Plain field copies, status tables and field owners live here as YAML files a user edits; the
-few rules that need logic are small typed functions beside them. The order-sync work adds the
-CRM and ERP order mappings.
+Plain field copies, value tables and create-only fields live in ``crm.yaml`` and ``erp.yaml``;
+who wins a conflict lives in ``ownership.yaml``. ``hub.mapping`` loads and validates them.
+The few rules that need logic (an order's status from its ERP documents) are small typed
+functions in :mod:`mappings.rules`.
 """
