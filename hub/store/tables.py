@@ -13,6 +13,7 @@
 - ``dead_letter``: messages that could not be applied, with the reason, until replayed or
   discarded.
 - ``bus_binding`` / ``bus_message``: the embedded bus's durable queues.
+- ``conflict``: fields changed on both sides of a bound record, and which side won.
 - ``component``: each running part's heartbeat and figures, for ``status``.
 """
 
@@ -34,8 +35,8 @@ from sqlalchemy import (
 from hub.store.types import NAMING_CONVENTION, UtcDateTime
 
 __all__ = [
-    "bus_binding", "bus_message", "component", "dead_letter", "id_xref", "inbox", "journal",
-    "metadata", "outbox", "sync_state", "watermark", "watermark_seen",
+    "bus_binding", "bus_message", "component", "conflict", "dead_letter", "id_xref", "inbox",
+    "journal", "metadata", "outbox", "sync_state", "watermark", "watermark_seen",
 ]
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -159,6 +160,21 @@ bus_message = Table(
     Column("lease_owner", String(36), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
     Index("ix_bus_message_queue_available", "queue", "available_at", "id"),
+)
+
+conflict = Table(
+    "conflict", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False, index=True),
+    Column("kind", String(20), nullable=False),
+    Column("canonical_id", String(36), nullable=False),
+    Column("correlation_key", String(64), nullable=True, index=True),
+    Column("field", String(40), nullable=False),
+    Column("crm_value", Text, nullable=True),
+    Column("erp_value", Text, nullable=True),
+    Column("base_value", Text, nullable=True),
+    Column("winner", String(10), nullable=False),
+    Column("message_id", String(36), nullable=True),
 )
 
 component = Table(

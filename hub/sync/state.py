@@ -1,0 +1,77 @@
+"""The last-synced state of a bound record, per side: the base of the three-way merge.
+
+For each side the hub remembers the newest version of the record it has seen or written
+there, and the mapped fields as they were then. A field that differs from that side's
+remembered value was changed on that side since the last sync. A message whose version is
+not newer than the remembered one is stale and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from hub.store.tables import sync_state
+from hub.store.types import utcnow
+from hub.store.upsert import insert_ignore
+
+__all__ = ["Side", "SyncState", "newer"]
+
+
+@dataclass
+class Side:
+    version: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SyncState:
+    kind: str
+    canonical_id: str
+    sides: dict[str, Side] = field(default_factory=dict)
+    exists: bool = False
+
+    def side(self, system: str) -> Side:
+        return self.sides.setdefault(system, Side())
+
+    @classmethod
+    def load(
+        cls, conn: Connection, kind: str, canonical_id: str, *, lock: bool = False
+    ) -> SyncState:
+        query = select(sync_state.c.state).where(
+            sync_state.c.kind == kind, sync_state.c.canonical_id == canonical_id)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        raw = conn.execute(query).scalar()
+        if raw is None:
+            return cls(kind, canonical_id)
+        data: dict[str, dict[str, Any]] = json.loads(raw)
+        sides = {name: Side(s.get("version"), s.get("fields", {})) for name, s in data.items()}
+        return cls(kind, canonical_id, sides, exists=True)
+
+    def save(self, conn: Connection) -> None:
+        raw = json.dumps({name: {"version": s.version, "fields": s.fields}
+                          for name, s in self.sides.items()}, sort_keys=True, default=str)
+        versions = json.dumps({name: s.version for name, s in self.sides.items()})
+        now = utcnow()
+        if self.exists:
+            conn.execute(update(sync_state).where(
+                sync_state.c.kind == self.kind, sync_state.c.canonical_id == self.canonical_id,
+            ).values(state=raw, versions=versions, updated_at=now))
+        else:
+            insert_ignore(conn, sync_state, [{"kind": self.kind,
+                                              "canonical_id": self.canonical_id, "state": raw,
+                                              "versions": versions, "updated_at": now}])
+            self.exists = True
+
+
+def newer(version: str, than: str | None) -> bool:
+    """True when ``version`` is newer than ``than`` (integers compare as numbers)."""
+    if than is None:
+        return True
+    if version.isdigit() and than.isdigit():
+        return int(version) > int(than)
+    return version > than
