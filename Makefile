@@ -16,3 +16,7 @@ test: setup  ## set everything up, make sure the servers are up, run lint and th
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+
+bench: setup  ## the benchmarks, each beside its naive baseline (see docs/benchmarks.md)
+	@scripts/services.sh
+	.venv/bin/python -m bench.bus

@@ -18,7 +18,7 @@ from types import FrameType
 
 from hub.bus.base import backoff
 from hub.components import Components
-from hub.errors import HubError
+from hub.errors import HubError, PermanentError
 from hub.parts import Part, build_parts
 from hub.runtime import Runtime
 from hub.settings import Settings
@@ -57,6 +57,8 @@ class Daemon:
             try:
                 action()
                 return
+            except PermanentError as exc:
+                raise SystemExit(f"cannot {what}: {exc}") from exc
             except HubError as exc:
                 attempt += 1
                 log.warning("cannot %s yet (%s); retrying", what, exc)
@@ -110,8 +112,14 @@ class Daemon:
             log.warning("cannot record heartbeats: %s", exc)
 
     def wait(self) -> None:
+        """Block until the stop event is set, then :meth:`shutdown`."""
         while not self.stop.wait(0.5):
             pass
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop every part, giving them ``shutdown_grace`` seconds to finish."""
+        self.stop.set()
         log.info("stopping")
         deadline = time.monotonic() + self.runtime.settings.shutdown_grace
         for thread in self._threads:

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     )
 
     exchange: str = Field("hub.events", description="Topic exchange every message goes through.")
+    queue_prefix: str = Field(
+        "hub.", description="Prefix of every consumer queue (several hubs can share a broker)."
+    )
     partitions: int = Field(4, ge=1, le=64, description="Routing partitions per message type.")
     prefetch: int = Field(200, ge=1, description="Unacked messages a consumer may hold.")
     batch_size: int = Field(100, ge=1, description="Messages handled in one transaction.")

@@ -24,7 +24,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstall when the dependencies or the set of packages change (an editable install
+# records which folders are packages).
+stamp=.venv/.installed-$( (cat pyproject.toml; find hub connectors mappings certificates \
+  -name __init__.py | sort) | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
   echo "setup: installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.bus.kit import QUEUE_PREFIX
+from tests.bus.kit import QUEUE_PREFIX, delete_test_queues
 from tests.databases import AMQP_URL, Databases
 from tests.helpers import daemon, free_port, hub_env, wait_for
 
@@ -26,11 +26,13 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
             HUB_DATABASE_URL=pg.url("hub", create=True),
             HUB_CRM_URL=pg.url("crm"), HUB_LIMS_URL=pg.url("lims"), HUB_ERP_URL=maria.url("erp"),
             HUB_BROKER_URL=AMQP_URL, HUB_EXCHANGE=f"{QUEUE_PREFIX}x-{uuid.uuid4().hex[:8]}",
+            HUB_QUEUE_PREFIX=f"{QUEUE_PREFIX}{uuid.uuid4().hex[:8]}.",
             HUB_HTTP_PORT=str(free_port()),
         )
     finally:
         pg.drop_all()
         maria.drop_all()
+        delete_test_queues(QUEUE_PREFIX)
 
 
 def rabbitmqctl(*args: str) -> None:

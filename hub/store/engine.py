@@ -2,8 +2,10 @@
 
 SQLite runs in WAL mode with a busy timeout, and every transaction starts with ``BEGIN
 IMMEDIATE`` so that two writers queue up instead of failing with "database is locked" when a
-reader tries to become a writer. Network databases get connect timeouts and pre-ping, so a
-restarted server costs one retry instead of a dead connection pool.
+reader tries to become a writer; a connection marked :data:`READ_ONLY` begins a plain read
+transaction instead, so a poller reading a system never holds that system's write lock.
+Network databases get connect timeouts and pre-ping, so a restarted server costs one retry
+instead of a dead connection pool.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
-__all__ = ["make_engine"]
+__all__ = ["READ_ONLY", "make_engine"]
+
+#: Execution option for a connection that only reads (SQLite then takes no write lock).
+READ_ONLY = "hub_read_only"
 
 
 def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5) -> Engine:
@@ -86,4 +91,6 @@ def _sqlite_tuning(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (pollers) take no lock: in WAL mode they neither wait for nor block writers.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -38,6 +38,12 @@ class Inbox:
         return set(fresh)
 
     @staticmethod
+    def seen(conn: Connection, consumer: str, message_id: str) -> bool:
+        """True when ``consumer`` has applied ``message_id`` already."""
+        return conn.execute(select(inbox.c.message_id).where(
+            inbox.c.consumer == consumer, inbox.c.message_id == message_id)).first() is not None
+
+    @staticmethod
     def prune(conn: Connection, older_than: dt.datetime) -> int:
         """Forget ids older than the retention window (redeliveries come within minutes)."""
         result = conn.execute(delete(inbox).where(inbox.c.processed_at < older_than))

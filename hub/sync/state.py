@@ -18,7 +18,7 @@ from hub.store.tables import sync_state
 from hub.store.types import utcnow
 from hub.store.upsert import insert_ignore
 
-__all__ = ["Side", "SyncState", "newer"]
+__all__ = ["Side", "SyncState"]
 
 
 @dataclass
@@ -68,10 +68,3 @@ class SyncState:
             self.exists = True
 
 
-def newer(version: str, than: str | None) -> bool:
-    """True when ``version`` is newer than ``than`` (integers compare as numbers)."""
-    if than is None:
-        return True
-    if version.isdigit() and than.isdigit():
-        return int(version) > int(than)
-    return version > than

@@ -49,6 +49,11 @@ class Xref:
         ])
 
     @staticmethod
+    def child(canonical_id: str, part: object) -> str:
+        """A stable canonical id for a part of a record (an order's line 3, ...)."""
+        return str(uuid.uuid5(uuid.UUID(canonical_id), str(part)))
+
+    @staticmethod
     def resolve(conn: Connection, kind: str, **keys: str | None) -> str:
         """The canonical id any of ``keys`` is bound to, or a new one (not yet bound)."""
         for system, key in keys.items():

@@ -37,12 +37,16 @@ def make_bus(
     )
 
 
-def delete_test_queues() -> None:
-    """Remove every queue and exchange the suite created on the broker."""
+def delete_test_queues(prefix: str = QUEUE_PREFIX) -> None:
+    """Remove every queue and exchange whose name starts with ``prefix`` from the broker.
+
+    Quorum queues are heavy (a Raft member each): leaving them behind after every test makes
+    a small broker slow to recover, so tests that declare many remove theirs at teardown.
+    """
     def listed(kind: str) -> list[str]:
         out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"], capture_output=True,
                              text=True, timeout=60, check=False).stdout
-        return [n.strip() for n in out.splitlines() if n.strip().startswith(QUEUE_PREFIX)]
+        return [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
 
     queues, exchanges = listed("queues"), listed("exchanges")
     if not queues and not exchanges:

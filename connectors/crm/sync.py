@@ -1,0 +1,289 @@
+"""The CRM connector's parts: a poller of the CRM, and an applier of ERP changes into it.
+
+The poller publishes accounts and submitted orders; an order the canonical model rejects is
+marked ``integration_status = error`` with the reason instead. The applier writes what comes
+from the ERP: numbers, status, promised date, shipped quantities and shipments with batches,
+orders and customers entered in the ERP, and the ERP's answer to each CRM order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection
+
+from connectors.crm.accounts import CrmAccounts
+from connectors.crm.orders import CrmOrders
+from connectors.crm.shipments import CrmShipments
+from hub.errors import DependencyMissing, InvalidMessage, UnknownReference
+from hub.model.messages import (
+    DeliveryPosted,
+    Message,
+    OrderChanged,
+    OrderStatusChanged,
+    PartyChanged,
+)
+from hub.model.records import Order
+from hub.runtime import Runtime
+from hub.sync.conflicts import Conflicts
+from hub.sync.merge import decide, project
+from hub.sync.orders import (
+    ALL_FIELDS,
+    TO_CRM,
+    TO_ERP,
+    older,
+    order_owner,
+    party_fields,
+    remember_source,
+    remember_written,
+)
+from hub.sync.parts import Applier, Poller, Stream
+from hub.sync.state import Side, SyncState
+from hub.sync.xref import Xref
+from hub.watermark import Change, Watermark
+
+__all__ = ["CrmApplier", "CrmPoller"]
+
+log = logging.getLogger(__name__)
+
+ERP_DOC = "{:012d}"
+
+
+class CrmPoller(Poller):
+    """Reads CRM accounts and submitted orders into the outbox."""
+
+    name = "crm-poller"
+    system = "crm"
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self._rejected: list[tuple[str, str]] = []
+
+    def streams(self) -> Sequence[Stream]:
+        return [
+            Stream(Watermark("crm.crm_account"), CrmAccounts().changes, self._party_messages),
+            Stream(Watermark("crm.crm_order"), CrmOrders().changes, self._order_messages),
+        ]
+
+    def _party_messages(self, hub: Connection, _crm: Connection,
+                        changes: Sequence[Change[Any]]) -> list[Message]:
+        out: list[Message] = []
+        for change in changes:
+            if isinstance(change.row, InvalidMessage):
+                log.warning("CRM account not synced: %s", change.row)
+                continue
+            party = change.row
+            cid = Xref.resolve(hub, "party", crm=party.crm_id, erp=party.erp_code)
+            state = SyncState.load(hub, "party", cid)
+            if state.exists and state.side("crm").fields == party_fields(party):
+                continue
+            out.append(PartyChanged(correlation_key=party.number, source="crm",
+                                    source_version=change.version, party=party))
+        return out
+
+    def _order_messages(self, hub: Connection, _crm: Connection,
+                        changes: Sequence[Change[Any]]) -> list[Message]:
+        out: list[Message] = []
+        rejected: list[tuple[str, str]] = []
+        for change in changes:
+            if isinstance(change.row, InvalidMessage):
+                rejected.append((change.key, str(change.row)))
+                continue
+            order: Order = change.row
+            cid = Xref.resolve(hub, "order", crm=order.crm_id)
+            state = SyncState.load(hub, "order", cid)
+            known = state.side("crm").fields
+            if state.exists and all(known.get(k) == v for k, v in project(order, TO_ERP).items()):
+                continue  # an echo of the hub's own write, or nothing the ERP cares about
+            out.append(OrderChanged(correlation_key=order.order_number or order.crm_id or "?",
+                                    source="crm", source_version=change.version, order=order))
+        self._rejected.extend(rejected)
+        return out
+
+    def after_poll(self) -> None:
+        """Mark orders the canonical model rejects as errors, once per reason."""
+        rejected, self._rejected = self._rejected, []
+        orders = CrmOrders()
+        for order_id, reason in rejected:
+            with self.runtime.system("crm").begin() as crm:
+                with self.runtime.store.begin() as hub:
+                    state = SyncState.load(hub, "rejected_order", order_id)
+                    if state.side("crm").fields.get("reason") == reason:
+                        continue
+                    state.sides["crm"] = Side(None, {"reason": reason})
+                    state.save(hub)
+                orders.set_integration(crm, order_id, "error", reason)
+            log.warning("CRM order rejected", extra={"order_id": order_id, "reason": reason})
+
+
+class CrmApplier(Applier):
+    """Applies ERP partners, orders, answers and deliveries to the CRM."""
+
+    name = "crm-applier"
+    consumes: ClassVar[tuple[str, ...]] = (
+        "erp.party.changed", "erp.order.changed", "erp.order.status", "erp.delivery.posted")
+
+    def apply(self, message: Message, *, final: bool) -> None:
+        if isinstance(message, OrderChanged):
+            self._order(message)
+        elif isinstance(message, OrderStatusChanged):
+            self._answer(message)
+        elif isinstance(message, DeliveryPosted):
+            self._delivery(message)
+        elif isinstance(message, PartyChanged):
+            self._party(message)
+        else:
+            with self.runtime.store.begin() as hub:
+                self.done(hub, message)
+
+    # -- customers -------------------------------------------------------------------------
+
+    def _party(self, message: PartyChanged) -> None:
+        party = message.party
+        code = party.erp_code or party.number
+        accounts = CrmAccounts()
+        with self.runtime.system("crm").begin() as crm:
+            account_id = accounts.find_by_erp_code(crm, code)
+            if account_id is None:
+                account_id = accounts.create(crm, party.model_copy(
+                    update={"number": code, "erp_code": code}))
+            else:
+                current = accounts.read(crm, account_id)
+                if current is not None and current.erp_code != code:
+                    accounts.set_erp_code(crm, account_id, code)
+        with self.runtime.store.begin() as hub:
+            cid = Xref.resolve(hub, "party", erp=code, crm=account_id)
+            Xref.bind(hub, "party", cid, crm=account_id, erp=code)
+            state = SyncState.load(hub, "party", cid)
+            state.sides["erp"] = Side(message.source_version, party_fields(party))
+            state.save(hub)
+            self.done(hub, message)
+
+    # -- orders ----------------------------------------------------------------------------
+
+    def _order(self, message: OrderChanged) -> None:
+        order = message.order
+        erp_key = ERP_DOC.format(order.erp_doc_entry or 0)
+        with self.runtime.store.begin() as hub:
+            cid = Xref.resolve(hub, "order", erp=erp_key, crm=order.crm_id)
+            state = SyncState.load(hub, "order", cid)
+            bound = Xref.local(hub, "order", cid, "crm")
+        if state.exists and older(message.source_version, state.side("erp").version):
+            with self.runtime.store.begin() as hub:
+                self.done(hub, message)
+            return
+        orders = CrmOrders()
+        conflicts: list[Any] = []
+        with self.runtime.system("crm").begin() as crm:
+            order_id = order.crm_id or bound or orders.find_by_number(
+                crm, f"ERP-{order.erp_doc_num}")
+            if order_id is None:
+                account_id = CrmAccounts().find_by_erp_code(crm, order.customer)
+                if account_id is None:
+                    raise DependencyMissing(f"customer {order.customer} is not in the CRM yet")
+                order_id = orders.create(crm, order, account_id=account_id)
+                created = orders.read(crm, order_id)
+                written: dict[str, Any] = project(created, ALL_FIELDS) if created else {}
+                version = None
+            else:
+                current = orders.read(crm, order_id)
+                if current is None:
+                    raise UnknownReference(f"CRM order {order_id} does not exist")
+                delivered = any(line.shipped_quantity > 0 for line in order.lines)
+                decision = decide(
+                    source="erp", incoming=project(order, TO_CRM),
+                    incoming_base=state.side("erp").fields,
+                    current=project(current, TO_CRM), current_base=state.side("crm").fields,
+                    owner=order_owner(delivered=delivered, crm_status=current.status),
+                )
+                conflicts = decision.conflicts
+                written = dict(decision.writes)
+                lines = order.lines if "lines" in written else None
+                header = {name: getattr(order, name) for name in written if name != "lines"}
+                shipped = _shipped(order, current)
+                version = None
+                if header or lines is not None or shipped:
+                    version = str(orders.update(crm, order_id, header, lines, shipped=shipped))
+            # Remember what was written before the CRM commits it (see the ERP applier).
+            self._remember(message, cid, state, order_id, erp_key, version, written, conflicts)
+        with self.runtime.store.begin() as hub:
+            self.done(hub, message)
+
+    def _remember(self, message: OrderChanged, cid: str, state: SyncState, order_id: str,
+                  erp_key: str, version: str | None, written: dict[str, Any],
+                  conflicts: list[Any]) -> None:
+        order = message.order
+        with self.runtime.store.begin() as hub:
+            Xref.bind(hub, "order", cid, crm=order_id, erp=erp_key)
+            for line in order.lines:
+                Xref.bind(hub, "order_line", Xref.child(cid, line.line_no),
+                          crm=f"{order_id}/{line.line_no}", erp=f"{erp_key}/{line.erp_line}")
+            remember_source(state.side("erp"), message.source_version, order)
+            remember_written(state.side("crm"), version, written)
+            state.save(hub)
+            Conflicts.record(hub, kind="order", canonical_id=cid, key=message.correlation_key,
+                             source="erp", conflicts=conflicts,
+                             message_id=str(message.message_id))
+
+    def _answer(self, message: OrderStatusChanged) -> None:
+        """The ERP's answer to a CRM order: its number and status, or why it failed."""
+        orders = CrmOrders()
+        with self.runtime.system("crm").begin() as crm:
+            order_id = message.crm_id or (
+                orders.find_by_number(crm, message.order_number) if message.order_number
+                else None)
+            if order_id is None:
+                raise UnknownReference(f"no CRM order for {message.correlation_key}")
+            fields: dict[str, Any] = {}
+            if message.erp_doc_num is not None:
+                fields["erp_doc_num"] = message.erp_doc_num
+            if message.status is not None:
+                fields["status"] = message.status
+            if fields:
+                orders.update(crm, order_id, fields)
+            version = orders.set_integration(crm, order_id, message.integration_status,
+                                             message.integration_message)
+            with self.runtime.store.begin() as hub:
+                cid = Xref.resolve(hub, "order", crm=order_id)
+                state = SyncState.load(hub, "order", cid)
+                remember_written(state.side("crm"), str(version),
+                                 {k: v for k, v in {"erp_doc_num": message.erp_doc_num,
+                                                    "status": message.status}.items()
+                                  if v is not None})
+                state.save(hub)
+        with self.runtime.store.begin() as hub:
+            self.done(hub, message)
+
+    def _delivery(self, message: DeliveryPosted) -> None:
+        delivery = message.delivery
+        by_order: dict[tuple[str, int], dict[int, int]] = {}
+        with self.runtime.store.begin() as hub:
+            for line in delivery.lines:
+                erp_key = ERP_DOC.format(line.order_doc_entry)
+                cid = Xref.canonical(hub, "order_line", "erp", f"{erp_key}/{line.order_line}")
+                crm_line = Xref.local(hub, "order_line", cid, "crm") if cid else None
+                if crm_line is None:
+                    raise DependencyMissing(
+                        f"ERP order line {line.order_doc_entry}/{line.order_line} is not in "
+                        "the CRM yet")
+                order_id, line_no = crm_line.rsplit("/", 1)
+                by_order.setdefault((order_id, line.order_doc_entry), {})[line.order_line] = (
+                    int(line_no))
+        shipments = CrmShipments()
+        with self.runtime.system("crm").begin() as crm:
+            # The CRM keeps one shipment per ERP delivery number: a delivery that serves
+            # several orders is recorded against the first (a limit of the CRM's schema).
+            for (order_id, doc), line_nos in by_order.items():
+                shipments.record(crm, order_id, delivery, line_nos, order_doc_entry=doc)
+        with self.runtime.store.begin() as hub:
+            self.done(hub, message)
+
+
+def _shipped(order: Order, current: Order) -> dict[int, Decimal]:
+    """Shipped quantities the ERP reports that the CRM does not show yet."""
+    have = {line.line_no: line.shipped_quantity for line in current.lines}
+    return {line.line_no: line.shipped_quantity for line in order.lines
+            if line.line_no is not None and have.get(line.line_no) != line.shipped_quantity}

@@ -1,0 +1,71 @@
+"""What order sync means, shared by the CRM and ERP connectors: which fields flow which way,
+who owns them, and how a side's state is remembered."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from hub.mapping import ownership
+from hub.model.records import Order, Party
+from hub.sync.merge import project
+from hub.sync.state import Side
+
+__all__ = [
+    "ALL_FIELDS", "PARTY_FIELDS", "TO_CRM", "TO_ERP", "older", "order_owner", "party_fields",
+    "remember_source", "remember_written",
+]
+
+#: Fields a CRM change can carry to the ERP.
+TO_ERP = ("customer_po", "requested_date", "notes", "lines", "cancelled")
+#: Fields an ERP change can carry to the CRM.
+TO_CRM = ("customer_po", "requested_date", "notes", "lines", "promised_date", "erp_doc_num",
+          "status")
+ALL_FIELDS = tuple(dict.fromkeys(TO_ERP + TO_CRM))
+PARTY_FIELDS = ("name", "country", "email")
+
+
+def order_owner(*, delivered: bool, crm_status: str | None = None) -> Callable[[str], str]:
+    """Who wins a conflict on each field of an order in its current state.
+
+    Either side may cancel: a CRM cancellation that has not reached the ERP yet is never
+    overwritten by the ERP's status (the ERP refuses it if the order has shipped, and says so).
+    """
+    owners = ownership()
+
+    def owner(field: str) -> str:
+        if field == "cancelled":
+            return "crm"
+        if field == "status" and crm_status == "cancelled":
+            return "crm"
+        return owners.owner(field, delivered=delivered)
+
+    return owner
+
+
+def older(version: str, than: str | None) -> bool:
+    """True when a message's ``version`` is older than the one remembered (integers compare
+    as numbers, timestamps as ISO text); an equal version is not older."""
+    if than is None:
+        return False
+    if version.isdigit() and than.isdigit():
+        return int(version) < int(than)
+    return version < than
+
+
+def remember_source(side: Side, version: str, order: Order) -> None:
+    """What the hub now knows of the side a message came from: all of it, at that version."""
+    side.version = version
+    side.fields = project(order, ALL_FIELDS)
+
+
+def remember_written(side: Side, version: str | None, values: Mapping[str, Any]) -> None:
+    """What the hub wrote into a side: only those fields, so an edit a person made there
+    meanwhile (not yet polled) still shows as a change of that side."""
+    if version is not None:
+        side.version = version
+    side.fields.update(values)
+
+
+def party_fields(party: Party, names: Iterable[str] = PARTY_FIELDS) -> dict[str, Any]:
+    return {name: getattr(party, name) for name in names}

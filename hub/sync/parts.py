@@ -1,0 +1,154 @@
+"""The two kinds of part a connector runs: a poller of its system and an applier into it.
+
+A :class:`Poller` reads each of its streams by watermark and writes the resulting messages to
+the outbox in the same hub transaction that advances the watermark. An :class:`Applier`
+consumes one queue per partition (so changes to one record apply in order while different
+records apply in parallel), skips messages its inbox has seen, and applies the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.bus.base import Incoming, Subscription, backoff
+from hub.errors import HubError, translate_db_error
+from hub.model.messages import Message
+from hub.outbox import Outbox
+from hub.parts import Part
+from hub.runtime import SystemName
+from hub.store.engine import READ_ONLY
+from hub.store.inbox import Inbox
+from hub.store.types import utcnow
+from hub.watermark import Change, Watermark
+
+__all__ = ["Applier", "Poller", "Stream"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stream:
+    """One table (or document family) of a source, read by its own watermark."""
+
+    watermark: Watermark
+    #: fetch(source_conn, lower, after, limit) -> changes, as hub.watermark.Fetch
+    fetch: Callable[[Connection, Any, Any, int], Sequence[Change[Any]]]
+    #: messages(hub_conn, source_conn, changes) -> what to publish (echoes dropped)
+    messages: Callable[[Connection, Connection, Sequence[Change[Any]]], list[Message]]
+
+
+class Poller(Part):
+    """Polls its system's streams into the outbox every ``poll_interval``."""
+
+    system: ClassVar[SystemName]
+    page = 500
+
+    @abstractmethod
+    def streams(self) -> Sequence[Stream]:
+        """The streams to read, in dependency order (customers before orders)."""
+
+    def run(self, stop: threading.Event) -> None:
+        streams = self.streams()
+        failures = 0
+        while not stop.is_set():
+            try:
+                taken = sum(self.poll(stream) for stream in streams)
+                self.last_poll_at = utcnow()
+                failures = 0
+            except HubError as exc:
+                failures += 1
+                log.warning("%s poll failed: %s", self.name, exc)
+                stop.wait(backoff(failures, cap=30.0))
+                continue
+            if taken:
+                self.runtime.outbox_wakeup.set()
+            else:
+                stop.wait(self.runtime.settings.poll_interval)
+
+    def poll(self, stream: Stream) -> int:
+        """Take one page of a stream; returns how many changes were read.
+
+        The source is read in a read-only transaction and nothing is written to it while the
+        hub transaction is open: every part takes locks in the order system, then hub.
+        """
+        engine = self.runtime.system(self.system)
+        try:
+            with engine.connect() as source, self.runtime.store.begin() as hub:
+                source = source.execution_options(**{READ_ONLY: True})
+                changes = stream.watermark.poll(
+                    hub, lambda lower, after, limit: stream.fetch(source, lower, after, limit),
+                    limit=self.page,
+                )
+                if not changes:
+                    return 0
+                messages = stream.messages(hub, source, changes)
+                Outbox.add(hub, messages, partitions=self.runtime.settings.partitions)
+                stream.watermark.commit(hub, changes)
+                source.rollback()
+        except SQLAlchemyError as exc:
+            raise translate_db_error(exc, f"polling {self.system}") from exc
+        self.after_poll()
+        return len(changes)
+
+    def after_poll(self) -> None:
+        """Hook for work that writes to the system once the poll's hub transaction is done."""
+
+
+class Applier(Part):
+    """Applies messages from other systems into this part's system."""
+
+    #: routing-key stems this applier consumes, e.g. ``crm.order.changed``
+    consumes: ClassVar[tuple[str, ...]]
+
+    def subscriptions(self) -> Sequence[Subscription]:
+        settings = self.runtime.settings
+        return [
+            Subscription(f"{settings.queue_prefix}{self.name}.p{p}",
+                         tuple(f"{stem}.p{p}" for stem in self.consumes))
+            for p in range(settings.partitions)
+        ]
+
+    def run(self, stop: threading.Event) -> None:
+        threads = [
+            threading.Thread(target=self.runtime.bus.consume, args=(sub, self.handle, stop),
+                             name=sub.queue, daemon=True)
+            for sub in self.subscriptions()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def handle(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
+        results: list[BaseException | None] = []
+        for incoming in batch:
+            try:
+                message = incoming.decode()
+                with self.runtime.store.begin() as hub:
+                    seen = Inbox.seen(hub, self.name, str(message.message_id))
+                if seen:
+                    results.append(None)
+                    continue
+                final = incoming.attempt > len(self.runtime.settings.retry_delays)
+                self.apply(message, final=final)
+                results.append(None)
+            except HubError as exc:
+                results.append(exc)
+        return results
+
+    @abstractmethod
+    def apply(self, message: Message, *, final: bool) -> None:
+        """Apply one message; must claim it in the inbox in its hub transaction
+        (:meth:`done`). ``final`` is True on the last attempt before dead letters."""
+
+    def done(self, hub: Connection, message: Message) -> None:
+        """Record ``message`` as applied, in the hub transaction that records its effect."""
+        Inbox.claim(hub, self.name, [str(message.message_id)])

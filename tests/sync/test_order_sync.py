@@ -1,0 +1,177 @@
+"""Order sync end to end, on the embedded and the real stack."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal as D
+from typing import Any
+
+from sqlalchemy import func, select
+
+from connectors.crm.schema import crm_order, crm_order_line, crm_shipment, crm_shipment_line
+from connectors.erp.schema import ordr, rdr1
+from hub.demo.people import Line
+from hub.store.deadletters import DeadLetters
+from hub.store.tables import conflict
+from tests.helpers import wait_for
+from tests.sync.conftest import Stack
+
+LINES = [Line("ETAC-99", D("1200.000"), D("1.2500")), Line("MEK-995", D("800"), D("1.9")),
+         Line("IPA-999", D("15"), D("2.1"), unit="drum")]
+
+
+def crm_row(stack: Stack, order_id: str) -> Any:
+    with stack.crm.connect() as conn:
+        return conn.execute(select(crm_order).where(crm_order.c.order_id == order_id)).one()
+
+
+def erp_row(stack: Stack, order_id: str) -> Any:
+    with stack.erp.connect() as conn:
+        return conn.execute(select(ordr).where(order_id == ordr.c.U_CRM_ID)).one_or_none()
+
+
+def erp_lines(stack: Stack, doc_entry: int) -> list[Any]:
+    with stack.erp.connect() as conn:
+        return conn.execute(select(rdr1).where(rdr1.c.DocEntry == doc_entry)
+                            .order_by(rdr1.c.LineNum)).all()
+
+
+def synced(stack: Stack, order_id: str) -> Any:
+    wait_for(lambda: crm_row(stack, order_id).integration_status == "synced", 30,
+             "the ERP's answer in the CRM")
+    row = erp_row(stack, order_id)
+    assert row is not None
+    return row
+
+
+def test_a_submitted_order_appears_once_in_the_erp_with_all_lines(stack: Stack) -> None:
+    order_id = stack.sales().submit_order(stack.account(), LINES, customer_po="PO-7781",
+                                          requested_date=dt.date(2026, 12, 15),
+                                          notes="请在周五前交货")
+    header = synced(stack, order_id)
+    crm = crm_row(stack, order_id)
+    assert header.NumAtCard == crm.order_number and header.CardCode == "C00042"
+    assert header.U_CustPO == "PO-7781" and header.U_ReqDate == dt.date(2026, 12, 15)
+    assert header.Comments == "请在周五前交货" and header.Confirmed == "N"
+    assert crm.erp_order_number == str(header.DocNum) and crm.status == "on_hold"
+    lines = erp_lines(stack, header.DocEntry)
+    assert [(ln.ItemCode, ln.Quantity, ln.Price, ln.U_CRM_LINE) for ln in lines] == [
+        ("ETAC-99", D("1200.000"), D("1.2500"), 1), ("MEK-995", D("800.000"), D("1.9000"), 2),
+        ("IPA-999", D("15.000"), D("2.1000"), 3)]
+    with stack.erp.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ordr).where(
+            order_id == ordr.c.U_CRM_ID)).scalar_one() == 1
+
+
+def test_erp_progress_flows_back_to_the_crm(stack: Stack) -> None:
+    order_id = stack.sales().submit_order(stack.account(), LINES[:2])
+    doc = synced(stack, order_id).DocEntry
+    erp = stack.erp_user()
+    erp.confirm(doc)
+    erp.promise(doc, dt.date(2026, 12, 20))
+    wait_for(lambda: crm_row(stack, order_id).status == "confirmed", 30, "confirmed")
+    wait_for(lambda: crm_row(stack, order_id).promised_date == dt.date(2026, 12, 20), 30)
+    erp.hold(doc)
+    wait_for(lambda: crm_row(stack, order_id).status == "on_hold", 30, "on hold")
+    erp.confirm(doc)
+    first = erp.deliver(doc, [(0, D("700"), "B2611-0001")])
+    wait_for(lambda: crm_row(stack, order_id).status == "partially_shipped", 30, "partial")
+    second = erp.deliver(doc, [(0, D("500"), "B2611-0002"), (1, D("800"), "B2611-0003")])
+    wait_for(lambda: crm_row(stack, order_id).status == "shipped", 30, "shipped")
+
+    def batches() -> list[Any]:
+        with stack.crm.connect() as conn:
+            return sorted(conn.execute(
+                select(crm_shipment_line.c.line_no, crm_shipment_line.c.batch_number,
+                       crm_shipment_line.c.quantity)
+                .join(crm_shipment,
+                      crm_shipment.c.shipment_id == crm_shipment_line.c.shipment_id)
+                .where(crm_shipment.c.order_id == order_id)).all())
+
+    wait_for(lambda: len(batches()) == 3, 30, "both shipments with their batches")
+    with stack.crm.connect() as conn:
+        shipped = dict(conn.execute(select(crm_order_line.c.line_no,
+                                           crm_order_line.c.shipped_quantity).where(
+            crm_order_line.c.order_id == order_id)).all())
+    assert shipped == {1: D("1200.000"), 2: D("800.000")}
+    assert batches() == [(1, "B2611-0001", D("700.000")), (1, "B2611-0002", D("500.000")),
+                       (2, "B2611-0003", D("800.000"))]
+    erp.invoice(first)
+    erp.invoice(second)
+    wait_for(lambda: crm_row(stack, order_id).status == "invoiced", 30, "invoiced")
+
+
+def test_an_order_entered_in_the_erp_appears_in_the_crm(stack: Stack) -> None:
+    doc, num = stack.erp_user().enter_order("C00043", LINES[:1])
+
+    def crm_copy() -> Any:
+        with stack.crm.connect() as conn:
+            return conn.execute(select(crm_order).where(
+                crm_order.c.order_number == f"ERP-{num}")).one_or_none()
+
+    wait_for(lambda: crm_copy() is not None, 30, "the ERP order in the CRM")
+    row = crm_copy()
+    assert row.erp_order_number == str(num) and row.status == "confirmed"
+    assert row.total_amount == D("1500.00")
+    stack.erp_user().promise(doc, dt.date(2027, 1, 5))
+    wait_for(lambda: crm_copy().promised_date == dt.date(2027, 1, 5), 30, "the ERP edit")
+
+
+def test_edits_flow_both_ways_and_a_conflict_is_won_by_the_owner(stack: Stack) -> None:
+    sales, erp = stack.sales(), stack.erp_user()
+    order_id = sales.submit_order(stack.account(), LINES[:1], notes="first")
+    doc = synced(stack, order_id).DocEntry
+    sales.edit(order_id, customer_po="PO-NEW")
+    wait_for(lambda: erp_row(stack, order_id).U_CustPO == "PO-NEW", 30, "CRM edit in ERP")
+    erp.comment(doc, "from the plant")
+    wait_for(lambda: crm_row(stack, order_id).notes == "from the plant", 30, "ERP edit in CRM")
+    # Both change the notes before either change is synced: the CRM owns notes.
+    stack.daemon.stop.set()
+    stack.daemon.shutdown()
+    sales.edit(order_id, notes="sales says")
+    erp.comment(doc, "plant says")
+    from hub.daemon import Daemon
+    from hub.parts import build_parts
+    from tests.sync.conftest import SYNC_PARTS
+    stack.daemon = Daemon(stack.runtime, [p for p in build_parts(stack.runtime)
+                                          if p.name in SYNC_PARTS])
+    stack.daemon.prepare()
+    stack.daemon.start()
+    wait_for(lambda: erp_row(stack, order_id).Comments == "sales says"
+             and crm_row(stack, order_id).notes == "sales says", 30, "the owner's value")
+    with stack.runtime.store.begin() as hub:
+        rows = hub.execute(select(conflict).where(conflict.c.field == "notes")).all()
+    assert rows and rows[0].winner == "crm"
+    assert "plant says" in rows[0].erp_value and "sales says" in rows[0].crm_value
+
+
+def test_cancellation_and_cancel_after_shipment(stack: Stack) -> None:
+    sales, erp = stack.sales(), stack.erp_user()
+    order_id = sales.submit_order(stack.account(), LINES[:1])
+    doc = synced(stack, order_id).DocEntry
+    sales.cancel(order_id)
+    wait_for(lambda: erp_row(stack, order_id).CANCELED == "Y", 30, "cancelled in the ERP")
+    shipped_id = sales.submit_order(stack.account(), LINES[:1])
+    shipped_doc = synced(stack, shipped_id).DocEntry
+    erp.confirm(shipped_doc)
+    erp.deliver(shipped_doc, [(0, D("1200"), "B2611-0001")])
+    wait_for(lambda: crm_row(stack, shipped_id).status == "shipped", 30, "shipped")
+    sales.cancel(shipped_id)
+    wait_for(lambda: crm_row(stack, shipped_id).integration_status == "error", 30, "refusal")
+    row = crm_row(stack, shipped_id)
+    assert "cannot be cancelled" in row.integration_message
+    assert erp_row(stack, shipped_id).CANCELED == "N"
+    assert doc != shipped_doc
+
+
+def test_unknown_item_is_an_error_the_sales_person_can_fix_and_replay(stack: Stack) -> None:
+    order_id = stack.sales().submit_order(stack.account(), [Line("ETAC-99X", D("5"), D("1"))])
+    wait_for(lambda: crm_row(stack, order_id).integration_status == "error", 30, "the error")
+    assert "ETAC-99X" in crm_row(stack, order_id).integration_message
+    assert erp_row(stack, order_id) is None
+    with stack.runtime.store.begin() as hub:
+        letters = [d for d in DeadLetters.list(hub) if d.correlation_key ==
+                   crm_row(stack, order_id).order_number]
+    assert letters and "ETAC-99X" in letters[0].reason
+    other = stack.sales().submit_order(stack.account(), LINES[:1])
+    synced(stack, other)  # other orders keep flowing
