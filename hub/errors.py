@@ -18,7 +18,8 @@ Driver errors (SQLAlchemy, pyodbc, py-amqp, pika) are translated at the boundary
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlalchemy import exc as sa_exc
 
@@ -34,6 +35,7 @@ __all__ = [
     "RetryableError",
     "UnknownReference",
     "Unroutable",
+    "db_errors",
     "translate_db_error",
 ]
 
@@ -113,3 +115,12 @@ def translate_db_error(exc: BaseException, what: str) -> HubError:
                                 "could not serialize", "connection")):
         return DatabaseUnavailable(detail)
     return PermanentError(detail)
+
+
+@contextmanager
+def db_errors(what: str) -> Iterator[None]:
+    """Translate SQLAlchemy errors raised inside into the hub's tree (HubErrors pass through)."""
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as exc:
+        raise translate_db_error(exc, what) from exc

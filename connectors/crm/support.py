@@ -7,17 +7,15 @@ canonical model say into words a sales person can act on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from sqlalchemy import Table
-from sqlalchemy.exc import SQLAlchemyError
 
-from hub.errors import MappingError, translate_db_error
+from hub.errors import MappingError, db_errors
 from hub.mapping import EntityMapping
 from hub.model.records import OrderLine
 
@@ -61,14 +59,6 @@ _FORMATS: Mapping[str, str] = {
     "country": "a two-letter country code such as DE",
 }
 
-
-@contextmanager
-def db_errors(what: str) -> Iterator[None]:
-    """Translate SQLAlchemy errors raised inside into the hub's tree (HubErrors pass through)."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise translate_db_error(exc, what) from exc
 
 
 def hub_text(message: str | None, limit: int = MESSAGE_LIMIT) -> str | None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import ColumnElement, Connection, String, Table, and_, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 
-from hub.errors import MappingError, translate_db_error
+from hub.errors import MappingError, db_errors
 from hub.mapping import EntityMapping
 from hub.watermark import Change
 
@@ -149,11 +147,3 @@ def validated(model: type[M], values: Mapping[str, Any], what: str) -> M:
         )
         raise MappingError(f"{what} cannot be read into the canonical model: {problems}") from exc
 
-
-@contextmanager
-def db_errors(what: str) -> Iterator[None]:
-    """Translate SQLAlchemy errors raised inside into the hub's error tree (``from`` them)."""
-    try:
-        yield
-    except SQLAlchemyError as exc:
-        raise translate_db_error(exc, what) from exc
