@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
@@ -87,3 +88,19 @@ class Databases:
                 conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}{force}")
 
 
+@contextmanager
+def seeded_system(kind: str, tmp_path: Path, system: str, *, now: Any) -> Iterator[Engine]:
+    """An engine on a fresh database of ``kind`` holding ``system``'s reference schema and
+    seed data (stamped ``now``); the database is dropped afterwards."""
+    from hub.demo import create_schemas, seed
+
+    databases = Databases(kind, tmp_path)
+    databases.check_server()
+    try:
+        url = databases.url(system)
+        create_schemas({system: url})
+        seed({system: url}, now=now)
+        with engine_for(url) as engine:
+            yield engine
+    finally:
+        databases.drop_all()

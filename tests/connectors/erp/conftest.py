@@ -8,25 +8,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from hub.demo import create_schemas, seed
-from hub.store.engine import make_engine
 from tests.connectors.erp.kit import DIALECTS, SEEDED_AT
-from tests.databases import Databases
+from tests.databases import seeded_system
 
 
 @pytest.fixture(params=DIALECTS)
 def erp(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     """An engine on an ERP database with the reference schema, the demo customers and items."""
-    databases = Databases(request.param, tmp_path)
-    databases.check_server()
-    try:
-        url = databases.url("erp")
-        create_schemas({"erp": url})
-        seed({"erp": url}, now=SEEDED_AT)
-        engine = make_engine(url)
-        try:
-            yield engine
-        finally:
-            engine.dispose()
-    finally:
-        databases.drop_all()
+    with seeded_system(request.param, tmp_path, "erp", now=SEEDED_AT) as engine:
+        yield engine
