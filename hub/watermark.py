@@ -14,15 +14,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Connection, and_, delete, select, tuple_, update
+from sqlalchemy import Column, Connection, Select, and_, delete, or_, select, tuple_, update
 
 from hub.store.tables import watermark, watermark_seen
 from hub.store.types import utcnow
 from hub.store.upsert import insert_ignore
 
-__all__ = ["Change", "Watermark"]
+__all__ = ["Change", "Watermark", "window"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,20 @@ class Change(Generic[T]):
 #: fetch(lower_bound, after, limit) -> changes with changed_at >= lower_bound and
 #: (changed_at, key) > after, ordered by (changed_at, key), at most ``limit``.
 Fetch = Callable[[dt.datetime | None, tuple[dt.datetime, str] | None, int], Sequence[Change[T]]]
+
+
+def window(
+    query: Select[Any], changed_at: Column[Any], key: Column[Any], lower: dt.datetime | None,
+    after: tuple[dt.datetime, str] | None, limit: int,
+) -> Select[Any]:
+    """Narrow a source query to one page of a :data:`Fetch`: ``changed_at >= lower``,
+    ``(changed_at, key) > after``, ordered by ``(changed_at, key)``, at most ``limit``."""
+    if lower is not None:
+        query = query.where(changed_at >= lower)
+    if after is not None:
+        moment, last = after
+        query = query.where(or_(changed_at > moment, and_(changed_at == moment, key > last)))
+    return query.order_by(changed_at, key).limit(limit)
 
 
 class Watermark:

@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, and_, or_, select, update
+from sqlalchemy import Connection, RowMapping, select, update
 
 from connectors.crm.schema import crm_account
 from connectors.crm.support import (
@@ -27,7 +27,7 @@ from hub.errors import InvalidMessage, MappingError, UnknownReference
 from hub.mapping import SystemMapping, load_mapping
 from hub.model.records import Party
 from hub.store.types import utcnow
-from hub.watermark import Change
+from hub.watermark import Change, window
 
 __all__ = ["CrmAccounts", "PartyRow"]
 
@@ -118,14 +118,8 @@ class CrmAccounts:
         as its ``row``.
         """
         query = select(crm_account)
-        if lower is not None:
-            query = query.where(crm_account.c.modified_at >= lower)
-        if after is not None:
-            moment, key = after
-            query = query.where(or_(
-                crm_account.c.modified_at > moment,
-                and_(crm_account.c.modified_at == moment, crm_account.c.account_id > key)))
-        query = query.order_by(crm_account.c.modified_at, crm_account.c.account_id).limit(limit)
+        query = window(query, crm_account.c.modified_at, crm_account.c.account_id, lower, after,
+                       limit)
         with db_errors("poll CRM accounts"):
             rows = conn.execute(query).mappings().all()
         return [

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, Select, and_, delete, or_, select, update
+from sqlalchemy import Connection, RowMapping, Select, delete, select, update
 
 from connectors.crm.schema import crm_account, crm_order, crm_order_line
 from connectors.crm.support import (
@@ -35,7 +35,7 @@ from hub.errors import InvalidMessage, MappingError, UnknownReference
 from hub.mapping import SystemMapping, load_mapping
 from hub.model.records import Order, OrderLine
 from hub.store.types import utcnow
-from hub.watermark import Change
+from hub.watermark import Change, window
 
 __all__ = ["INTEGRATION_STATUSES", "CrmOrders", "OrderRow"]
 
@@ -97,14 +97,7 @@ class CrmOrders:
         cannot stall the stream.
         """
         query = self._headers().where(self._status != self._draft)
-        if lower is not None:
-            query = query.where(crm_order.c.modified_at >= lower)
-        if after is not None:
-            moment, key = after
-            query = query.where(or_(
-                crm_order.c.modified_at > moment,
-                and_(crm_order.c.modified_at == moment, crm_order.c.order_id > key)))
-        query = query.order_by(crm_order.c.modified_at, crm_order.c.order_id).limit(limit)
+        query = window(query, crm_order.c.modified_at, crm_order.c.order_id, lower, after, limit)
         with db_errors("poll CRM orders"):
             headers = conn.execute(query).mappings().all()
             ids = [h["order_id"] for h in headers]
