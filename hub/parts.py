@@ -58,7 +58,7 @@ class Relay(Part):
     def run(self, stop: threading.Event) -> None:
         OutboxRelay(
             self.runtime.store, self.runtime.bus, wakeup=self.runtime.outbox_wakeup,
-            batch_size=max(100, self.runtime.settings.batch_size * 5),
+            batch_size=self.runtime.settings.publish_batch,
         ).run(stop)
 
 

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     partitions: int = Field(4, ge=1, le=64, description="Routing partitions per message type.")
     prefetch: int = Field(200, ge=1, description="Unacked messages a consumer may hold.")
     batch_size: int = Field(100, ge=1, description="Messages handled in one transaction.")
+    publish_batch: int = Field(
+        500, ge=1, description="Outbox messages published per round of broker confirms."
+    )
     publish_timeout: float = Field(10.0, gt=0, description="Seconds to wait for confirms.")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection.")
     heartbeat: int = Field(20, ge=0, description="AMQP heartbeat in seconds (0 disables).")

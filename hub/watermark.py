@@ -40,6 +40,9 @@ class Change(Generic[T]):
 #: fetch(lower_bound, after, limit) -> changes with changed_at >= lower_bound and
 #: (changed_at, key) > after, ordered by (changed_at, key), at most ``limit``.
 Fetch = Callable[[dt.datetime | None, tuple[dt.datetime, str] | None, int], Sequence[Change[T]]]
+#: load(changes) -> the same changes with their rows read (a change whose row has gone is
+#: left out). Lets a fetch list keys and versions only, so rows already seen are never read.
+Load = Callable[[Sequence[Change[Any]]], Sequence[Change[T]]]
 
 
 def window(
@@ -68,11 +71,14 @@ class Watermark:
             select(watermark.c.position).where(watermark.c.source == self.source)
         ).scalar()
 
-    def poll(self, conn: Connection, fetch: Fetch[T], *, limit: int = 500) -> list[Change[T]]:
+    def poll(self, conn: Connection, fetch: Fetch[Any], *, limit: int = 500,
+             load: Load[T] | None = None) -> list[Change[T]]:
         """Changes not taken yet, oldest first, at most ``limit``; call :meth:`commit` after.
 
         Pages through the overlap window by (changed_at, key), so a window holding more
-        already-seen rows than ``limit`` cannot stall the stream.
+        already-seen rows than ``limit`` cannot stall the stream. With ``load``, ``fetch``
+        returns keys and versions only and the rows of the unseen changes are read at the
+        end: a busy source re-reads its overlap window as a list of keys, not as whole rows.
         """
         position = self.position(conn)
         lower = None if position is None else position - self.overlap
@@ -86,7 +92,10 @@ class Watermark:
             after = (page[-1].changed_at, page[-1].key)
             if len(page) < limit:
                 break
-        return fresh[:limit]
+        fresh = fresh[:limit]
+        if load is not None and fresh:
+            return list(load(fresh))
+        return fresh
 
     def _unseen(self, conn: Connection, page: Sequence[Change[T]]) -> list[Change[T]]:
         pairs = [(c.key, c.version) for c in page]

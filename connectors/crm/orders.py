@@ -92,26 +92,41 @@ class CrmOrders:
         """Orders past draft changed at or after ``lower`` and after ``after``, oldest first.
 
         The :data:`hub.watermark.Fetch` of the order stream: ordered by (modified_at,
-        order_id), at most ``limit``, two queries per page. An order whose row is not a valid
-        order comes back in place with the InvalidMessage as its ``row``, so one bad order
-        cannot stall the stream.
+        order_id), at most ``limit``; :meth:`changed_keys`, then :meth:`load`. An order whose
+        row is not a valid order comes back in place with the InvalidMessage as its ``row``,
+        so one bad order cannot stall the stream.
         """
-        query = self._headers().where(self._status != self._draft)
+        return self.load(conn, self.changed_keys(conn, lower, after, limit))
+
+    def changed_keys(self, conn: Connection, lower: dt.datetime | None,
+                     after: tuple[dt.datetime, str] | None, limit: int) -> list[Change[None]]:
+        """As :meth:`changes`, ids and versions only (one query on the order table)."""
+        query = select(crm_order.c.order_id, crm_order.c.version, crm_order.c.modified_at
+                       ).where(self._status != self._draft)
         query = window(query, crm_order.c.modified_at, crm_order.c.order_id, lower, after, limit)
         with db_errors("poll CRM orders"):
-            headers = conn.execute(query).mappings().all()
-            ids = [h["order_id"] for h in headers]
+            rows = conn.execute(query).all()
+        return [Change(key=r.order_id, version=str(r.version), changed_at=r.modified_at,
+                       row=None) for r in rows]
+
+    def load(self, conn: Connection, changes: Sequence[Change[Any]]) -> list[Change[OrderRow]]:
+        """``changes`` with their orders read (two queries); an order gone since is left out.
+        A change carries the version it was read at, which may be newer than the listed one."""
+        ids = [c.key for c in changes]
+        with db_errors("read changed CRM orders"):
+            headers = {h["order_id"]: h for h in conn.execute(
+                self._headers().where(crm_order.c.order_id.in_(ids))).mappings()}
             lines: dict[str, list[RowMapping]] = defaultdict(list)
-            if ids:
+            if headers:
                 for line in conn.execute(
-                    select(crm_order_line).where(crm_order_line.c.order_id.in_(ids))
+                    select(crm_order_line).where(crm_order_line.c.order_id.in_(list(headers)))
                     .order_by(crm_order_line.c.order_id, crm_order_line.c.line_no)
                 ).mappings():
                     lines[line["order_id"]].append(line)
         return [
-            Change(key=h["order_id"], version=str(h["version"]), changed_at=h["modified_at"],
-                   row=self._build_or_problem(h, lines[h["order_id"]]))
-            for h in headers
+            Change(key=c.key, version=str(h["version"]), changed_at=h["modified_at"],
+                   row=self._build_or_problem(h, lines[c.key]))
+            for c in changes if (h := headers.get(c.key)) is not None
         ]
 
     # -- writing -------------------------------------------------------------------------

@@ -63,9 +63,11 @@ class CrmPoller(Poller):
         self._rejected: list[tuple[str, str]] = []
 
     def streams(self) -> Sequence[Stream]:
+        orders = CrmOrders()
         return [
             Stream(Watermark("crm.crm_account"), CrmAccounts().changes, self._party_messages),
-            Stream(Watermark("crm.crm_order"), CrmOrders().changes, self._order_messages),
+            Stream(Watermark("crm.crm_order"), orders.changed_keys, self._order_messages,
+                   load=orders.load),
         ]
 
     def _party_messages(self, hub: Connection, _crm: Connection,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -21,11 +22,12 @@ from sqlalchemy import Connection, Row, insert, select, update
 
 from connectors.erp.common import (
     HUB_USER,
-    as_changes,
     check_lengths,
     db_errors,
     doc_key,
     field_label,
+    key_entry,
+    version_of,
 )
 from connectors.erp.order_lines import check_items, check_line_numbers, plan_lines
 from connectors.erp.order_reads import (
@@ -35,7 +37,7 @@ from connectors.erp.order_reads import (
     read_orders,
 )
 from connectors.erp.schema import dln1, insert_with_doc_num, ocrd, ordr, rdr1
-from hub.errors import ForbiddenTransition, UnknownReference
+from hub.errors import ForbiddenTransition, InvalidMessage, MappingError, UnknownReference
 from hub.mapping import EntityMapping, SystemMapping, load_mapping
 from hub.model.records import Order, OrderLine
 from hub.store.types import utcnow
@@ -96,14 +98,45 @@ class ErpOrders:
         lower: dt.datetime | None,
         after: tuple[dt.datetime, str] | None,
         limit: int,
-    ) -> list[Change[Order]]:
+    ) -> list[Change[Order | InvalidMessage]]:
         """Orders whose header, deliveries or invoices changed at or after ``lower`` and
         whose ``(changed_at, key)`` is beyond ``after``, oldest first, at most ``limit``
-        (the :data:`hub.watermark.Fetch` contract). Raises as :meth:`read` does."""
+        (the :data:`hub.watermark.Fetch` contract): :meth:`changed_keys`, then :meth:`load`."""
+        return self.load(conn, self.changed_keys(conn, lower, after, limit))
+
+    def changed_keys(
+        self,
+        conn: Connection,
+        lower: dt.datetime | None,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+    ) -> list[Change[None]]:
+        """As :meth:`changes`, keys and versions only (one query): the poller reads the rows
+        of the changes it has not seen yet with :meth:`load`."""
         with db_errors("ERP: list changed orders"):
             changed = changed_orders(conn, lower, after, limit)
-            orders = read_orders(conn, self.mapping, [entry for entry, _ in changed])
-        return as_changes(changed, orders, doc_key)
+        return [Change(key=doc_key(entry), version=version_of(stamp), changed_at=stamp,
+                       row=None) for entry, stamp in changed]
+
+    def load(self, conn: Connection, changes: Sequence[Change[Any]]
+             ) -> list[Change[Order | InvalidMessage]]:
+        """``changes`` with their orders read (four queries per 500); an order gone since is
+        left out. An order that cannot be expressed canonically comes back with the
+        InvalidMessage as its row, so one bad order cannot stall the stream."""
+        entries = [key_entry(c.key) for c in changes]
+        orders: dict[int, Order | InvalidMessage]
+        with db_errors("ERP: read changed orders"):
+            try:
+                orders = dict(read_orders(conn, self.mapping, entries))
+            except (MappingError, InvalidMessage):
+                orders = {}
+                for entry in entries:  # find the bad ones, one by one
+                    try:
+                        orders.update(read_orders(conn, self.mapping, [entry]))
+                    except (MappingError, InvalidMessage) as exc:
+                        orders[entry] = InvalidMessage(f"ERP order {entry}: {exc}")
+        return [replace(c, row=orders[key_entry(c.key)]) for c in changes
+                if key_entry(c.key) in orders]
 
     # -- writing -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sqlalchemy import Connection, func, select
@@ -18,7 +19,7 @@ from connectors.erp.documents import ErpDeliveries
 from connectors.erp.orders import ErpOrders
 from connectors.erp.partners import ErpPartners
 from connectors.erp.schema import dln1, inv1, odln, oinv, ordr
-from hub.errors import DependencyMissing, HubError, PermanentError
+from hub.errors import DependencyMissing, HubError, InvalidMessage, PermanentError
 from hub.model.messages import (
     DeliveryPosted,
     Message,
@@ -40,7 +41,7 @@ from hub.sync.orders import (
     remember_source,
     remember_written,
 )
-from hub.sync.parts import Applier, Poller, Stream
+from hub.sync.parts import Applier, Poller, Stream, reject_source_row
 from hub.sync.state import Side, SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
@@ -87,7 +88,8 @@ class ErpPoller(Poller):
         orders, partners, deliveries = ErpOrders(), ErpPartners(), ErpDeliveries()
         return [
             Stream(Watermark("erp.OCRD"), partners.changes, self._party_messages),
-            Stream(Watermark("erp.ORDR"), orders.changes, self._order_messages),
+            Stream(Watermark("erp.ORDR"), orders.changed_keys, self._order_messages,
+                   load=orders.load),
             Stream(Watermark("erp.ODLN"), deliveries.changes, self._delivery_messages),
         ]
 
@@ -108,6 +110,9 @@ class ErpPoller(Poller):
                         changes: Sequence[Change[Any]]) -> list[Message]:
         out: list[Message] = []
         for change in changes:
+            if isinstance(change.row, InvalidMessage):
+                reject_source_row(hub, "erp.order.changed", change, change.row)
+                continue
             order: Order = change.row
             cid = Xref.resolve(hub, "order", erp=doc_key(order.erp_doc_entry or 0),
                                crm=order.crm_id)
@@ -131,6 +136,22 @@ class ErpPoller(Poller):
             out.append(DeliveryPosted(correlation_key=key, source="erp",
                                       source_version=change.version, delivery=delivery))
         return out
+
+
+#: What writing one order did: (DocEntry, the order as now in the ERP, its version,
+#: conflicts, a note for the CRM).
+Written = tuple[int | None, Order | None, str | None, list[Any], str | None]
+
+
+@dataclass
+class OrderPlan:
+    """One CRM order change and what the hub knows of it, read before writing to the ERP."""
+
+    message: OrderChanged
+    cid: str
+    state: SyncState
+    bound: str | None
+    stale: bool
 
 
 class ErpApplier(Applier):
@@ -175,37 +196,144 @@ class ErpApplier(Applier):
             state.save(hub)
             self.done(hub, message)
 
-    def _order(self, message: OrderChanged, *, final: bool) -> None:
-        order = message.order
+    def apply_batch(self, messages: Sequence[Message], finals: Sequence[bool]
+                    ) -> list[BaseException | None]:
+        """Orders of different keys go to the ERP together, in one ERP transaction (each in
+        its own savepoint, so one refused order does not undo the others); anything else,
+        and an order whose key is already in the running group, waits for the group."""
+        outcomes: list[BaseException | None] = []
+        group: list[OrderChanged] = []
+        group_finals: list[bool] = []
+
+        def flush() -> None:
+            if group:
+                outcomes.extend(self._orders(group, group_finals))
+                group.clear()
+                group_finals.clear()
+
+        for message, final in zip(messages, finals, strict=True):
+            if isinstance(message, OrderChanged):
+                if any(m.correlation_key == message.correlation_key for m in group):
+                    flush()
+                group.append(message)
+                group_finals.append(final)
+                continue
+            flush()
+            outcomes.extend(super().apply_batch([message], [final]))
+        flush()
+        return outcomes
+
+    def _orders(self, messages: Sequence[OrderChanged], finals: Sequence[bool]
+                ) -> list[BaseException | None]:
+        if len(messages) == 1:
+            return super().apply_batch(messages, finals)
+        try:
+            return self._orders_together(messages)
+        except HubError as exc:
+            # Something beyond one order (the ERP unreachable, a deadlock): one at a time,
+            # each with its own retry and dead-letter path.
+            log.info("ERP batch of %d orders failed as a whole (%s); applying one by one",
+                     len(messages), exc)
+            return super().apply_batch(messages, finals)
+
+    def _orders_together(self, messages: Sequence[OrderChanged]) -> list[BaseException | None]:
         store = self.runtime.store
         with store.begin() as hub:
-            cid = Xref.resolve(hub, "order", crm=order.crm_id)
-            state = SyncState.load(hub, "order", cid)
-            bound = Xref.local(hub, "order", cid, "erp")
-        if state.exists and older(message.source_version, state.side("crm").version):
+            plans = [self._plan(hub, message) for message in messages]
+        written: dict[int, Written] = {}
+        refused: dict[int, PermanentError] = {}
+        with self.runtime.system("erp").begin() as conn:
+            for index, plan in enumerate(plans):
+                if plan.stale:
+                    continue
+                savepoint = conn.begin_nested()
+                try:
+                    written[index] = self._write(conn, plan.message.order, plan.state,
+                                                 plan.bound)
+                    savepoint.commit()
+                except PermanentError as exc:
+                    savepoint.rollback()
+                    refused[index] = exc
+            # Remembered before the ERP commits (see _order).
+            with store.begin() as hub:
+                for index, result in written.items():
+                    self._remember(hub, plans[index], result)
+        with store.begin() as hub:
+            answers: list[Message] = []
+            for index, plan in enumerate(plans):
+                if index in refused:
+                    answers.append(self._error_answer(plan.message, str(refused[index])))
+                    continue
+                if index in written:
+                    answers.append(self._answer(plan.message, written[index]))
+                self.done(hub, plan.message)
+            Outbox.add(hub, answers, partitions=self.runtime.settings.partitions)
+        self.runtime.outbox_wakeup.set()
+        return [refused.get(index) for index in range(len(plans))]
+
+    def _plan(self, hub: Connection, message: OrderChanged) -> OrderPlan:
+        order = message.order
+        cid = Xref.resolve(hub, "order", crm=order.crm_id)
+        state = SyncState.load(hub, "order", cid)
+        bound = Xref.local(hub, "order", cid, "erp")
+        stale = state.exists and older(message.source_version, state.side("crm").version)
+        return OrderPlan(message, cid, state, bound, stale)
+
+    def _remember(self, hub: Connection, plan: OrderPlan, result: Written) -> None:
+        order, cid, state = plan.message.order, plan.cid, plan.state
+        doc, after, version, conflicts, _ = result
+        if doc is not None and after is not None:
+            Xref.bind(hub, "order", cid, crm=order.crm_id or "", erp=doc_key(doc))
+            for line in after.lines:
+                Xref.bind(hub, "order_line", Xref.child(cid, line.line_no),
+                          crm=f"{order.crm_id}/{line.line_no}",
+                          erp=f"{doc_key(doc)}/{line.erp_line}")
+            remember_written(state.side("erp"), version, project(after, ALL_FIELDS))
+        remember_source(state.side("crm"), plan.message.source_version, order)
+        state.save(hub)
+        Conflicts.record(hub, kind="order", canonical_id=cid, key=plan.message.correlation_key,
+                         source="crm", conflicts=conflicts,
+                         message_id=str(plan.message.message_id))
+
+    @staticmethod
+    def _answer(message: OrderChanged, result: Written) -> OrderStatusChanged:
+        doc, after, version, _, note = result
+        order = message.order
+        return OrderStatusChanged(
+            correlation_key=message.correlation_key, source="erp",
+            source_version=version or message.source_version,
+            causation_id=message.message_id, order_number=order.order_number,
+            crm_id=order.crm_id, erp_doc_entry=doc,
+            erp_doc_num=after.erp_doc_num if after else None,
+            status=after.status if after else "cancelled",
+            integration_status="synced", integration_message=note,
+        )
+
+    @staticmethod
+    def _error_answer(message: OrderChanged, reason: str) -> OrderStatusChanged:
+        order = message.order
+        return OrderStatusChanged(
+            correlation_key=message.correlation_key, source="erp",
+            source_version=message.source_version, causation_id=message.message_id,
+            order_number=order.order_number, crm_id=order.crm_id,
+            integration_status="error", integration_message=reason[:1000],
+        )
+
+    def _order(self, message: OrderChanged, *, final: bool) -> None:
+        store = self.runtime.store
+        with store.begin() as hub:
+            plan = self._plan(hub, message)
+        if plan.stale:
             with store.begin() as hub:
                 self.done(hub, message)  # stale: a newer change of this order was applied
             return
-        note: str | None = None
         try:
             with self.runtime.system("erp").begin() as conn:
-                doc, after, version, conflicts, note = self._write(conn, order, state, bound)
+                result = self._write(conn, message.order, plan.state, plan.bound)
                 # Remember what was written before the ERP commits it, so the poller can never
                 # read the write without knowing it is the hub's own.
                 with store.begin() as hub:
-                    if doc is not None and after is not None:
-                        Xref.bind(hub, "order", cid, crm=order.crm_id or "", erp=doc_key(doc))
-                        for line in after.lines:
-                            Xref.bind(hub, "order_line", Xref.child(cid, line.line_no),
-                                      crm=f"{order.crm_id}/{line.line_no}",
-                                      erp=f"{doc_key(doc)}/{line.erp_line}")
-                        remember_written(state.side("erp"), version,
-                                         project(after, ALL_FIELDS))
-                    remember_source(state.side("crm"), message.source_version, order)
-                    state.save(hub)
-                    Conflicts.record(hub, kind="order", canonical_id=cid,
-                                     key=message.correlation_key, source="crm",
-                                     conflicts=conflicts, message_id=str(message.message_id))
+                    self._remember(hub, plan, result)
         except PermanentError as exc:
             self._answer_error(message, str(exc))
             raise
@@ -214,24 +342,22 @@ class ErpApplier(Applier):
                 self._answer_error(message, f"the ERP could not be reached: {exc}")
             raise
         with store.begin() as hub:
-            Outbox.add(hub, [OrderStatusChanged(
-                correlation_key=message.correlation_key, source="erp",
-                source_version=version or message.source_version,
-                causation_id=message.message_id, order_number=order.order_number,
-                crm_id=order.crm_id, erp_doc_entry=doc,
-                erp_doc_num=after.erp_doc_num if after else None,
-                status=after.status if after else "cancelled",
-                integration_status="synced", integration_message=note,
-            )], partitions=self.runtime.settings.partitions)
+            Outbox.add(hub, [self._answer(message, result)],
+                       partitions=self.runtime.settings.partitions)
             self.done(hub, message)
         self.runtime.outbox_wakeup.set()
 
     def _write(self, conn: Connection, order: Order, state: SyncState, bound: str | None
-               ) -> tuple[int | None, Order | None, str | None, list[Any], str | None]:
+               ) -> Written:
         """Create or merge the order in the ERP transaction ``conn``."""
         orders = ErpOrders()
-        doc = int(bound) if bound else (
-            orders.find_by_crm_id(conn, order.crm_id) if order.crm_id else None)
+        doc = int(bound) if bound else None
+        if doc is not None and order.crm_id and orders.read(conn, doc) is None:
+            # Bound in the hub but not in the ERP: the ERP transaction that created it was
+            # rolled back after the hub had remembered it. Find it or create it again.
+            doc = None
+        if doc is None and order.crm_id:
+            doc = orders.find_by_crm_id(conn, order.crm_id)
         conflicts: list[Any] = []
         if doc is None:
             if order.cancelled:
@@ -264,12 +390,7 @@ class ErpApplier(Applier):
 
     def _answer_error(self, message: OrderChanged, reason: str) -> None:
         """Tell the CRM why its order did not reach the ERP (the message is dead-lettered)."""
-        order = message.order
         with self.runtime.store.begin() as hub:
-            Outbox.add(hub, [OrderStatusChanged(
-                correlation_key=message.correlation_key, source="erp",
-                source_version=message.source_version, causation_id=message.message_id,
-                order_number=order.order_number, crm_id=order.crm_id,
-                integration_status="error", integration_message=reason[:1000],
-            )], partitions=self.runtime.settings.partitions)
+            Outbox.add(hub, [self._error_answer(message, reason)],
+                       partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, delete, select
 
@@ -42,6 +42,17 @@ class Inbox:
         """True when ``consumer`` has applied ``message_id`` already."""
         return conn.execute(select(inbox.c.message_id).where(
             inbox.c.consumer == consumer, inbox.c.message_id == message_id)).first() is not None
+
+    @staticmethod
+    def seen_many(conn: Connection, consumer: str, message_ids: Sequence[str]) -> set[str]:
+        """Those of ``message_ids`` that ``consumer`` has applied already."""
+        found: set[str] = set()
+        unique = list(dict.fromkeys(message_ids))
+        for start in range(0, len(unique), 500):
+            found.update(conn.scalars(select(inbox.c.message_id).where(
+                inbox.c.consumer == consumer,
+                inbox.c.message_id.in_(unique[start:start + 500]))))
+        return found
 
     @staticmethod
     def prune(conn: Connection, older_than: dt.datetime) -> int:

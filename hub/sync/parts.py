@@ -8,8 +8,10 @@ records apply in parallel), skips messages its inbox has seen, and applies the r
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,12 +26,13 @@ from hub.model.messages import Message
 from hub.outbox import Outbox
 from hub.parts import Part
 from hub.runtime import SystemName
+from hub.store.deadletters import DeadLetters, NewDeadLetter
 from hub.store.engine import READ_ONLY
 from hub.store.inbox import Inbox
 from hub.store.types import utcnow
 from hub.watermark import Change, Watermark
 
-__all__ = ["Applier", "Poller", "Stream"]
+__all__ = ["Applier", "Poller", "Stream", "reject_source_row"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,26 @@ class Stream:
     fetch: Callable[[Connection, Any, Any, int], Sequence[Change[Any]]]
     #: messages(hub_conn, source_conn, changes) -> what to publish (echoes dropped)
     messages: Callable[[Connection, Connection, Sequence[Change[Any]]], list[Message]]
+    #: load(source_conn, changes) -> the changes with rows, when ``fetch`` lists keys only
+    load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[Any]]] | None = None
+
+
+def reject_source_row(hub: Connection, route: str, change: Change[Any],
+                      problem: HubError) -> None:
+    """Put a source row the canonical model refuses into dead letters, once per version.
+
+    The stream moves on (the row is marked seen with the rest of its page); the row's next
+    change, once someone has corrected it in its system, is read and synced as usual.
+    """
+    log.warning("%s: source row %s not synced: %s", route, change.key, problem)
+    DeadLetters.add(hub, [NewDeadLetter(
+        message_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{route}/{change.key}/{change.version}")),
+        queue=f"poller:{route.split('.', 1)[0]}", routing_key=route,
+        body=json.dumps({"key": change.key, "version": change.version,
+                         "changed_at": change.changed_at.isoformat()}).encode(),
+        headers={}, reason=str(problem), error_code=problem.code, attempts=1,
+        type=route, correlation_key=change.key,
+    )])
 
 
 class Poller(Part):
@@ -60,7 +83,9 @@ class Poller(Part):
         failures = 0
         while not stop.is_set():
             try:
-                taken = sum(self.poll(stream) for stream in streams)
+                counts = [self.poll(stream) for stream in streams]
+                taken = sum(counts)
+                full = any(n >= self.page for n in counts)
                 self.last_poll_at = utcnow()
                 failures = 0
             except HubError as exc:
@@ -70,7 +95,9 @@ class Poller(Part):
                 continue
             if taken:
                 self.runtime.outbox_wakeup.set()
-            else:
+            if not full:
+                # Caught up: every poll re-reads the overlap window, so polling again at once
+                # would only burn the CPU the appliers need. A full page means a backlog.
                 stop.wait(self.runtime.settings.poll_interval)
 
     def poll(self, stream: Stream) -> int:
@@ -83,9 +110,11 @@ class Poller(Part):
         try:
             with engine.connect() as source, self.runtime.store.begin() as hub:
                 source = source.execution_options(**{READ_ONLY: True})
+                load = stream.load
                 changes = stream.watermark.poll(
                     hub, lambda lower, after, limit: stream.fetch(source, lower, after, limit),
                     limit=self.page,
+                    load=None if load is None else (lambda found: load(source, found)),
                 )
                 if not changes:
                     return 0
@@ -128,21 +157,34 @@ class Applier(Part):
             thread.join()
 
     def handle(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
-        results: list[BaseException | None] = []
-        for incoming in batch:
+        results: list[BaseException | None] = [None] * len(batch)
+        decoded: list[tuple[int, Message, bool]] = []
+        retries = len(self.runtime.settings.retry_delays)
+        for index, incoming in enumerate(batch):
             try:
-                message = incoming.decode()
-                with self.runtime.store.begin() as hub:
-                    seen = Inbox.seen(hub, self.name, str(message.message_id))
-                if seen:
-                    results.append(None)
-                    continue
-                final = incoming.attempt > len(self.runtime.settings.retry_delays)
-                self.apply(message, final=final)
-                results.append(None)
+                decoded.append((index, incoming.decode(), incoming.attempt > retries))
             except HubError as exc:
-                results.append(exc)
+                results[index] = exc
+        with self.runtime.store.begin() as hub:
+            seen = Inbox.seen_many(hub, self.name, [str(m.message_id) for _, m, _ in decoded])
+        todo = [item for item in decoded if str(item[1].message_id) not in seen]
+        outcomes = self.apply_batch([m for _, m, _ in todo], [f for _, _, f in todo])
+        for (index, _, _), outcome in zip(todo, outcomes, strict=True):
+            results[index] = outcome
         return results
+
+    def apply_batch(self, messages: Sequence[Message], finals: Sequence[bool]
+                    ) -> list[BaseException | None]:
+        """Apply ``messages`` in order; the outcome of each (None, or why it failed).
+        Appliers that can apply many messages in one transaction override this."""
+        outcomes: list[BaseException | None] = []
+        for message, final in zip(messages, finals, strict=True):
+            try:
+                self.apply(message, final=final)
+                outcomes.append(None)
+            except HubError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     @abstractmethod
     def apply(self, message: Message, *, final: bool) -> None:

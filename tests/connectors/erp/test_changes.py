@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from connectors.erp import ErpOrders
 from connectors.erp.schema import ordr
+from hub.errors import InvalidMessage
 from hub.model.records import Order
 from hub.store import Store
 from hub.watermark import Change, Watermark
@@ -113,3 +114,23 @@ def test_a_watermark_takes_each_order_version_once(erp: Engine, sqlite_store: St
     again = poll()
     assert [(c.row.erp_doc_entry, c.row.status) for c in again] == [
         (entries[1], "partially_shipped")]
+
+
+def test_one_order_the_model_refuses_does_not_hide_the_others(erp: Engine) -> None:
+    """A value the mapping has no entry for (Confirmed = 'X', typed in by hand) makes that
+    order an InvalidMessage in its place on the page; the orders around it still come."""
+    orders = ErpOrders()
+    with erp.begin() as conn:
+        entries = [orders.create(conn, order(crm_id=f"o{n}"), confirmed=True)[0]
+                   for n in range(3)]
+        for n, entry in enumerate(entries):
+            stamp(conn, ordr, entry, T0 + dt.timedelta(seconds=n))
+        conn.execute(update(ordr).where(ordr.c.DocEntry == entries[1]).values(Confirmed="X"))
+    with erp.connect() as conn:
+        keys = orders.changed_keys(conn, None, None, 10)
+        assert [c.row for c in keys] == [None, None, None]
+        page = orders.load(conn, keys)
+    assert [c.key for c in page] == [c.key for c in keys]
+    assert isinstance(page[0].row, Order) and isinstance(page[2].row, Order)
+    assert isinstance(page[1].row, InvalidMessage)
+    assert f"ERP order {entries[1]}" in str(page[1].row) and "'X'" in str(page[1].row)

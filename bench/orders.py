@@ -1,0 +1,250 @@
+"""How fast the hub syncs CRM orders into the ERP on the real stack, beside a naive baseline.
+
+    .venv/bin/python -m bench.orders             # 20,000-order backlog, 60 s at 100 orders/s
+    .venv/bin/python -m bench.orders --quick     # 2,000-order backlog, 20 s at 100 orders/s
+
+The stack is the production one on this machine: CRM, LIMS and hub store on PostgreSQL, ERP on
+MariaDB through ODBC, RabbitMQ; the daemon is ``python -m hub run`` in its own process.
+
+1. **Backlog**: ``--orders`` submitted CRM orders of 5 lines wait in the CRM before the daemon
+   starts. Timed from the daemon being ready until every CRM order carries its ERP number
+   (the round trip: CRM poll, bus, ERP write, ERP status back, CRM write).
+2. **Naive baseline** in the same run, on a fresh stack: the same daemon with batching off
+   (``HUB_BATCH_SIZE=1``, ``HUB_PREFETCH=1``, ``HUB_PUBLISH_BATCH=1``: a confirm per message and
+   one transaction per message). It drains ``--baseline-orders`` (its rate does not change
+   with the backlog's size, and 20,000 at its pace would take many minutes).
+3. **Latency**: the daemon with its defaults (poll interval 1 s) while orders arrive steadily
+   at ``--rate`` per second, each its own CRM transaction; latency is from the CRM commit to
+   the order being visible in the ERP (read every 50 ms, so up to 50 ms late).
+
+The daemon's peak resident memory (VmHWM) is reported for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from sqlalchemy import Engine, insert, select
+
+from bench.common import describe_machine, say
+from bench.stack import PG_URL, Stack, count, running
+from connectors.crm.schema import crm_order, crm_order_line
+from connectors.erp.schema import ordr
+from hub.demo.seed_data import CUSTOMERS, ITEMS
+from hub.store.types import utcnow
+
+__all__ = ["main"]
+
+log = logging.getLogger("bench.orders")
+
+NAIVE = {"HUB_BATCH_SIZE": "1", "HUB_PREFETCH": "1", "HUB_PUBLISH_BATCH": "1"}
+
+
+def order_rows(count_: int, start: int, now: dt.datetime) -> tuple[list[dict[str, object]],
+                                                                    list[dict[str, object]]]:
+    """``count_`` submitted orders of 5 lines, spread over the demo customers and items."""
+    orders: list[dict[str, object]] = []
+    lines: list[dict[str, object]] = []
+    for i in range(start, start + count_):
+        order_id = str(uuid.uuid4())
+        customer = CUSTOMERS[i % len(CUSTOMERS)]
+        total = Decimal(0)
+        for n in range(1, 6):
+            item = ITEMS[(i + n) % len(ITEMS)]
+            qty, price = Decimal(100 * n), Decimal("2.50") + n
+            total += qty * price
+            lines.append({"order_id": order_id, "line_no": n, "product_code": item.code,
+                          "description": item.name, "quantity": qty, "unit": "kg",
+                          "unit_price": price, "shipped_quantity": Decimal(0)})
+        orders.append({
+            "order_id": order_id, "order_number": f"SO-B-{i:07d}",
+            "account_id": customer.account_id, "status": "submitted", "currency": "EUR",
+            "customer_po": f"PO-{i}", "requested_date": (now + dt.timedelta(days=14)).date(),
+            "notes": None, "total_amount": total.quantize(Decimal("0.01")), "version": 1,
+            "modified_at": now + dt.timedelta(microseconds=i), "modified_by": "bench",
+        })
+    return orders, lines
+
+
+def load_backlog(crm: Engine, orders: int) -> None:
+    now = utcnow()
+    for start in range(0, orders, 1000):
+        header, lines = order_rows(min(1000, orders - start), start, now)
+        with crm.begin() as conn:
+            conn.execute(insert(crm_order), header)
+            conn.execute(insert(crm_order_line), lines)
+
+
+@dataclass
+class Drain:
+    orders: int
+    seconds: float
+    peak_rss_mib: float
+
+    @property
+    def per_second(self) -> float:
+        return self.orders / self.seconds if self.seconds else 0.0
+
+
+def drain(label: str, orders: int, log_dir: Path, timeout: float, **env: str) -> Drain:
+    """Load a backlog on a fresh stack, start the daemon, time until every order is back."""
+    stack = Stack(label)
+    try:
+        say(f"{label}: loading {orders:,} orders of 5 lines into the CRM")
+        load_backlog(stack.engines["crm"], orders)
+        with running(stack, log_dir, **env) as daemon:
+            started = time.monotonic()
+            done = 0
+            while done < orders:
+                if time.monotonic() - started > timeout:
+                    raise TimeoutError(f"{label}: {done:,} of {orders:,} after {timeout:.0f} s")
+                time.sleep(0.5)
+                daemon.sample_rss()
+                done = count(stack.engines["crm"], "SELECT count(*) FROM crm_order "
+                             "WHERE erp_order_number IS NOT NULL")
+            seconds = time.monotonic() - started
+            in_erp = count(stack.engines["erp"], "SELECT count(*) FROM ORDR")
+            if in_erp != orders:
+                raise AssertionError(f"{label}: {in_erp:,} ERP orders for {orders:,} CRM orders")
+            daemon.sample_rss()
+            rss = daemon.peak_rss_mib
+        say(f"{label}: {orders:,} orders in {seconds:.1f} s = {orders / seconds:,.0f}/s, "
+            f"peak RSS {rss:.0f} MiB")
+        return Drain(orders, seconds, rss)
+    finally:
+        stack.close()
+
+
+@dataclass
+class Latency:
+    samples: list[float]
+    peak_rss_mib: float
+
+    def quantile(self, q: float) -> float:
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def steady(rate: float, seconds: float, log_dir: Path) -> Latency:
+    """Orders at ``rate``/s for ``seconds``; CRM commit to ERP visibility per order."""
+    stack = Stack("latency")
+    committed: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+    try:
+        with running(stack, log_dir) as daemon:
+            crm, erp = stack.engines["crm"], stack.engines["erp"]
+
+            def watch() -> None:
+                last = 0
+                while not stop.is_set() or len(seen) < len(committed):
+                    with erp.connect() as conn:
+                        rows = conn.execute(select(ordr.c.DocEntry, ordr.c.U_CRM_ID)
+                                            .where(ordr.c.DocEntry > last)).all()
+                    now = time.monotonic()
+                    for row in rows:
+                        seen.setdefault(row.U_CRM_ID, now)
+                        last = max(last, row.DocEntry)
+                    if stop.is_set() and time.monotonic() - stopped_at[0] > 30:
+                        return
+                    time.sleep(0.05)
+
+            stopped_at = [0.0]
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            total = int(rate * seconds)
+            began = time.monotonic()
+            for i in range(total):
+                due = began + i / rate
+                pause = due - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+                header, lines = order_rows(1, 10_000_000 + i, utcnow())
+                with crm.begin() as conn:
+                    conn.execute(insert(crm_order), header)
+                    conn.execute(insert(crm_order_line), lines)
+                committed[str(header[0]["order_id"])] = time.monotonic()
+                if i % 50 == 0:
+                    daemon.sample_rss()
+            stopped_at[0] = time.monotonic()
+            stop.set()
+            watcher.join()
+            daemon.sample_rss()
+            rss = daemon.peak_rss_mib
+        missing = [k for k in committed if k not in seen]
+        if missing:
+            raise AssertionError(f"{len(missing)} orders never reached the ERP")
+        return Latency([seen[k] - committed[k] for k in committed], rss)
+    finally:
+        stack.close()
+
+
+def _rabbitmq_version() -> str:
+    out = subprocess.run(["rabbitmqctl", "-q", "version"], capture_output=True, text=True,
+                         timeout=60, check=False).stdout
+    return out.strip() or "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.orders", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
+    parser.add_argument("--orders", type=int, help="backlog size (20,000; 2,000 quick)")
+    parser.add_argument("--baseline-orders", type=int, help="naive backlog (2,000; 500 quick)")
+    parser.add_argument("--rate", type=float, default=100.0, help="steady orders per second")
+    parser.add_argument("--seconds", type=float, help="steady duration (60; 20 quick)")
+    parser.add_argument("--skip", action="append", default=[],
+                        choices=["backlog", "naive", "latency"], help="leave a part out")
+    args = parser.parse_args(argv)
+    orders = args.orders or (2_000 if args.quick else 20_000)
+    baseline_orders = args.baseline_orders or (500 if args.quick else 2_000)
+    seconds = args.seconds or (20.0 if args.quick else 60.0)
+    logging.basicConfig(level=logging.WARNING)
+
+    machine = describe_machine(_rabbitmq_version(), PG_URL)
+    say("\n".join(machine.lines()))
+    with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
+        log_dir = Path(tmp)
+        hub: Drain | None = None
+        naive: Drain | None = None
+        latency: Latency | None = None
+        if "backlog" not in args.skip:
+            hub = drain("hub", orders, log_dir, timeout=max(600.0, orders / 20))
+        if "naive" not in args.skip:
+            naive = drain("naive", baseline_orders, log_dir, timeout=1800.0, **NAIVE)
+        if "latency" not in args.skip:
+            say(f"latency: {args.rate:.0f} orders/s for {seconds:.0f} s")
+            latency = steady(args.rate, seconds, log_dir)
+
+    print()
+    print("| measurement | naive baseline | hub | speed-up |")
+    print("|---|---|---|---|")
+    if hub or naive:
+        base = f"{naive.per_second:,.0f} orders/s ({naive.orders:,})" if naive else "-"
+        mine = f"{hub.per_second:,.0f} orders/s ({hub.orders:,})" if hub else "-"
+        ratio = f"{hub.per_second / naive.per_second:.1f}x" if hub and naive else "-"
+        print(f"| backlog drain, CRM -> ERP -> CRM | {base} | {mine} | {ratio} |")
+        rss = " / ".join(f"{d.peak_rss_mib:.0f} MiB" for d in (naive, hub) if d)
+        print(f"| daemon peak RSS (naive / hub) | | {rss} | |")
+    if latency:
+        print(f"| CRM commit -> ERP, {args.rate:.0f} orders/s for {seconds:.0f} s "
+              f"| | p50 {statistics.median(latency.samples):.2f} s, "
+              f"p95 {latency.quantile(0.95):.2f} s, max {max(latency.samples):.2f} s "
+              f"| peak RSS {latency.peak_rss_mib:.0f} MiB |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""A throwaway production-like stack for benchmarks: CRM, LIMS and hub store on PostgreSQL, ERP
+on MariaDB through ODBC, RabbitMQ with its own exchange and queue prefix; and a daemon on it.
+
+Everything is named ``bench_<tag>_*`` / ``bench-<tag>-*`` and removed by :meth:`Stack.close`,
+also when a measurement fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from hub.demo.reference import create_schemas, ensure_database, seed
+from hub.store.engine import make_engine
+
+__all__ = ["AMQP_URL", "Daemon", "Stack", "delete_queues"]
+
+PG_URL = os.environ.get("HUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+MARIADB_URL = os.environ.get(
+    "HUB_TEST_MARIADB_URL",
+    "mysql+pyodbc://root:@127.0.0.1:3306/test?driver=MariaDB+Unicode&charset=utf8mb4",
+)
+AMQP_URL = os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def delete_queues(prefix: str) -> None:
+    """Delete the broker's queues and exchanges whose names start with ``prefix``."""
+    import pika
+
+    def listed(kind: str) -> list[str]:
+        out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"], capture_output=True,
+                             text=True, timeout=120, check=False).stdout
+        return [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
+
+    queues, exchanges = listed("queues"), listed("exchanges")
+    if not queues and not exchanges:
+        return
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+    try:
+        channel = conn.channel()
+        for name in queues:
+            channel.queue_delete(name)
+        for name in exchanges:
+            channel.exchange_delete(name)
+    finally:
+        conn.close()
+
+
+class Stack:
+    """Fresh, seeded reference systems and an empty hub store on this machine's servers."""
+
+    def __init__(self, label: str) -> None:
+        self.tag = f"{label}_{uuid.uuid4().hex[:6]}"
+        self.urls = {
+            "crm": self._url(PG_URL, "crm"),
+            "erp": self._url(MARIADB_URL, "erp"),
+            "lims": self._url(PG_URL, "lims"),
+            "hub": self._url(PG_URL, "hub"),
+        }
+        for url in self.urls.values():
+            ensure_database(url)
+        systems = {k: v for k, v in self.urls.items() if k != "hub"}
+        create_schemas(systems)
+        seed(systems)
+        self.engines: dict[str, Engine] = {k: make_engine(v) for k, v in systems.items()}
+        self.exchange = f"bench-{self.tag}"
+        self.prefix = f"bench-{self.tag}."
+
+    def _url(self, base: str, label: str) -> str:
+        return make_url(base).set(database=f"bench_{self.tag}_{label}").render_as_string(
+            hide_password=False)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+        env.update({
+            "HUB_DATABASE_URL": self.urls["hub"], "HUB_BROKER_URL": AMQP_URL,
+            "HUB_CRM_URL": self.urls["crm"], "HUB_ERP_URL": self.urls["erp"],
+            "HUB_LIMS_URL": self.urls["lims"], "HUB_EXCHANGE": self.exchange,
+            "HUB_QUEUE_PREFIX": self.prefix, "HUB_LOG_FORMAT": "json",
+            "HUB_HTTP_PORT": str(_free_port()),
+        })
+        env.update(overrides)
+        return env
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
+        with contextlib.suppress(Exception):
+            delete_queues(self.exchange)
+        for url in self.urls.values():
+            with contextlib.suppress(Exception):
+                _drop(url)
+
+
+def _drop(url: str) -> None:
+    target = make_url(url)
+    if target.get_backend_name() == "postgresql":
+        admin = target.set(database="postgres")
+        statement = f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)'
+    else:
+        admin = target.set(database="information_schema")
+        statement = f"DROP DATABASE IF EXISTS `{target.database}`"
+    engine = make_engine(admin.render_as_string(hide_password=False), pool_size=1)
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Daemon:
+    """``python -m hub run`` on a stack, with its peak resident memory watched."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.peak_rss_mib = 0.0
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        url = f"http://127.0.0.1:{self.env['HUB_HTTP_PORT']}/readyz"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the daemon exited with {self.proc.returncode}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError("the daemon did not become ready")
+
+    def sample_rss(self) -> float:
+        """The daemon's resident memory now (MiB); remembers the peak (VmHWM)."""
+        try:
+            status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        except OSError:
+            return 0.0
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+        hwm = int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
+        self.peak_rss_mib = max(self.peak_rss_mib, hwm, rss)
+        return rss
+
+    def stop(self) -> None:
+        self.sample_rss()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+@contextlib.contextmanager
+def running(stack: Stack, log_dir: Path, **overrides: str) -> Iterator[Daemon]:
+    daemon = Daemon(stack.env(**overrides), log_dir / f"daemon-{uuid.uuid4().hex[:6]}.log")
+    try:
+        daemon.wait_ready()
+        yield daemon
+    finally:
+        daemon.stop()
+
+
+def count(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
