@@ -23,7 +23,6 @@ The daemon's peak resident memory (VmHWM) is reported for each run.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import logging
 import statistics
 import subprocess
@@ -31,18 +30,16 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import insert, select
 
 from bench.common import describe_machine, say
 from bench.stack import PG_URL, Stack, count, running
 from connectors.crm.schema import crm_order, crm_order_line
 from connectors.erp.schema import ordr
-from hub.demo.seed_data import CUSTOMERS, ITEMS
+from hub.demo.backlog import load_backlog, order_rows
 from hub.store.types import utcnow
 
 __all__ = ["main"]
@@ -50,41 +47,6 @@ __all__ = ["main"]
 log = logging.getLogger("bench.orders")
 
 NAIVE = {"HUB_BATCH_SIZE": "1", "HUB_PREFETCH": "1", "HUB_PUBLISH_BATCH": "1"}
-
-
-def order_rows(count_: int, start: int, now: dt.datetime) -> tuple[list[dict[str, object]],
-                                                                    list[dict[str, object]]]:
-    """``count_`` submitted orders of 5 lines, spread over the demo customers and items."""
-    orders: list[dict[str, object]] = []
-    lines: list[dict[str, object]] = []
-    for i in range(start, start + count_):
-        order_id = str(uuid.uuid4())
-        customer = CUSTOMERS[i % len(CUSTOMERS)]
-        total = Decimal(0)
-        for n in range(1, 6):
-            item = ITEMS[(i + n) % len(ITEMS)]
-            qty, price = Decimal(100 * n), Decimal("2.50") + n
-            total += qty * price
-            lines.append({"order_id": order_id, "line_no": n, "product_code": item.code,
-                          "description": item.name, "quantity": qty, "unit": "kg",
-                          "unit_price": price, "shipped_quantity": Decimal(0)})
-        orders.append({
-            "order_id": order_id, "order_number": f"SO-B-{i:07d}",
-            "account_id": customer.account_id, "status": "submitted", "currency": "EUR",
-            "customer_po": f"PO-{i}", "requested_date": (now + dt.timedelta(days=14)).date(),
-            "notes": None, "total_amount": total.quantize(Decimal("0.01")), "version": 1,
-            "modified_at": now + dt.timedelta(microseconds=i), "modified_by": "bench",
-        })
-    return orders, lines
-
-
-def load_backlog(crm: Engine, orders: int) -> None:
-    now = utcnow()
-    for start in range(0, orders, 1000):
-        header, lines = order_rows(min(1000, orders - start), start, now)
-        with crm.begin() as conn:
-            conn.execute(insert(crm_order), header)
-            conn.execute(insert(crm_order_line), lines)
 
 
 @dataclass
