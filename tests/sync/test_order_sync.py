@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal as D
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from connectors.crm.schema import crm_order, crm_order_line, crm_shipment, crm_shipment_line
-from connectors.erp.schema import ordr, rdr1
+from connectors.crm.schema import (
+    crm_account,
+    crm_order,
+    crm_order_line,
+    crm_shipment,
+    crm_shipment_line,
+)
+from connectors.erp.schema import ocrd, ordr, rdr1
 from hub.demo.people import Line
+from hub.replay import replay
 from hub.store.deadletters import DeadLetters
 from hub.store.tables import conflict
+from hub.store.types import utcnow
 from tests.helpers import wait_for
 from tests.sync.conftest import Stack
 
@@ -175,3 +184,45 @@ def test_unknown_item_is_an_error_the_sales_person_can_fix_and_replay(stack: Sta
     assert letters and "ETAC-99X" in letters[0].reason
     other = stack.sales().submit_order(stack.account(), LINES[:1])
     synced(stack, other)  # other orders keep flowing
+
+
+def test_unknown_customer_is_an_error_until_the_customer_reaches_the_erp(stack: Stack) -> None:
+    """A new CRM account whose name the ERP cannot hold (OCRD.CardName: 100 characters) does
+    not reach the ERP, so its first order cannot either: after its retries the order shows
+    why, and both messages are in dead letters. Once the sales person shortens the name the
+    account syncs, and replaying the order's dead letter brings the order into the ERP."""
+    account_id = str(uuid.uuid4())
+    with stack.crm.begin() as conn:
+        conn.execute(crm_account.insert().values(
+            account_id=account_id, account_number="C09001", name="Zhejiang " + "长" * 120,
+            country="CN", modified_at=utcnow(), modified_by="anna"))
+    order_id = stack.sales().submit_order(account_id, LINES[:1])
+    wait_for(lambda: crm_row(stack, order_id).integration_status == "error", 60, "the error")
+    message = crm_row(stack, order_id).integration_message
+    assert "customer C09001 does not exist in the ERP" in message, message
+    assert erp_row(stack, order_id) is None
+    number = crm_row(stack, order_id).order_number
+    with stack.runtime.store.begin() as hub:
+        letters = DeadLetters.list(hub)
+    account_letter = [d for d in letters if d.correlation_key == "C09001"]
+    order_letter = [d for d in letters if d.correlation_key == number]
+    assert account_letter and "too long" in account_letter[0].reason
+    assert order_letter and "C09001" in order_letter[0].reason
+    synced(stack, stack.sales().submit_order(stack.account(), LINES[:1]))  # others flow
+
+    with stack.crm.begin() as conn:  # the fix, made where the mistake was
+        conn.execute(update(crm_account).where(crm_account.c.account_id == account_id)
+                     .values(name="Zhejiang Changxing Coatings", modified_at=utcnow()))
+
+    def partner() -> Any:
+        with stack.erp.connect() as conn:
+            return conn.execute(select(ocrd).where(ocrd.c.CardCode == "C09001")).first()
+
+    wait_for(partner, 30, "the account in the ERP")
+    outcome = replay(stack.runtime.store, stack.runtime.bus, [order_letter[0].id], by="ops")
+    assert [o.ok for o in outcome] == [True]
+    row = synced(stack, order_id)
+    assert row.CardCode == "C09001"
+    with stack.erp.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(ordr).where(
+            order_id == ordr.c.U_CRM_ID)).scalar_one() == 1
