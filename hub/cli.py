@@ -76,6 +76,25 @@ def demo_init(ctx: click.Context, seed: bool) -> None:
         click.echo(f"{system}: schema ready{' and seeded' if seed else ''} at {described[system]}")
 
 
+@demo.command("simulate")
+@click.option("--rate", default=2.0, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), help="Actions per second.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Seconds to run [default: until Ctrl-C or SIGTERM].")
+@click.option("--seed", type=int, default=None, metavar="N",
+              help="Random seed, for a repeatable run.")
+@click.option("--quiet", is_flag=True, help="Print only failures and the summary.")
+@click.pass_context
+def demo_simulate(ctx: click.Context, rate: float, duration: float | None, seed: int | None,
+                  quiet: bool) -> None:
+    """Act as the people using the CRM, ERP and LIMS (new orders, confirmations, deliveries,
+    lot releases), one line per action, so that `hub run` and `hub status` show things move."""
+    from hub.demo.simulate import run as run_simulation
+
+    sys.exit(run_simulation(_settings(ctx), rate=rate, duration=duration, seed=seed,
+                            quiet=quiet))
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context

@@ -28,6 +28,7 @@ from hub.model.messages import (
 )
 from hub.model.records import Order
 from hub.runtime import Runtime
+from hub.store.inbox import Inbox
 from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
@@ -230,34 +231,52 @@ class CrmApplier(Applier):
                              source="erp", conflicts=conflicts,
                              message_id=str(message.message_id))
 
+    def apply_batch(self, messages: Sequence[Message], finals: Sequence[bool]
+                    ) -> list[BaseException | None]:
+        return self.apply_grouped(messages, finals, OrderStatusChanged, self._answers)
+
     def _answer(self, message: OrderStatusChanged) -> None:
         """The ERP's answer to a CRM order: its number and status, or why it failed."""
+        self._answers([message], [False])
+
+    def _answers(self, messages: Sequence[OrderStatusChanged], _finals: Sequence[bool]
+                 ) -> list[BaseException | None]:
+        """Answers to different orders in one CRM transaction; any failure fails them all
+        (and they are applied again one by one)."""
         orders = CrmOrders()
         with self.runtime.system("crm").begin() as crm:
-            order_id = message.crm_id or (
-                orders.find_by_number(crm, message.order_number) if message.order_number
-                else None)
-            if order_id is None:
-                raise UnknownReference(f"no CRM order for {message.correlation_key}")
-            fields: dict[str, Any] = {}
-            if message.erp_doc_num is not None:
-                fields["erp_doc_num"] = message.erp_doc_num
-            if message.status is not None:
-                fields["status"] = message.status
-            if fields:
-                orders.update(crm, order_id, fields)
-            version = orders.set_integration(crm, order_id, message.integration_status,
-                                             message.integration_message)
+            versions = [self._write_answer(crm, orders, message) for message in messages]
             with self.runtime.store.begin() as hub:
-                cid = Xref.resolve(hub, "order", crm=order_id)
-                state = SyncState.load(hub, "order", cid)
-                remember_written(state.side("crm"), str(version),
-                                 {k: v for k, v in {"erp_doc_num": message.erp_doc_num,
-                                                    "status": message.status}.items()
-                                  if v is not None})
-                state.save(hub)
+                for message, (order_id, version) in zip(messages, versions, strict=True):
+                    cid = Xref.resolve(hub, "order", crm=order_id)
+                    state = SyncState.load(hub, "order", cid)
+                    remember_written(state.side("crm"), str(version),
+                                     {k: v for k, v in {"erp_doc_num": message.erp_doc_num,
+                                                        "status": message.status}.items()
+                                      if v is not None})
+                    state.save(hub)
         with self.runtime.store.begin() as hub:
-            self.done(hub, message)
+            Inbox.claim(hub, self.name, [str(m.message_id) for m in messages])
+        return [None] * len(messages)
+
+    @staticmethod
+    def _write_answer(crm: Connection, orders: CrmOrders, message: OrderStatusChanged
+                      ) -> tuple[str, int]:
+        order_id = message.crm_id or (
+            orders.find_by_number(crm, message.order_number) if message.order_number
+            else None)
+        if order_id is None:
+            raise UnknownReference(f"no CRM order for {message.correlation_key}")
+        fields: dict[str, Any] = {}
+        if message.erp_doc_num is not None:
+            fields["erp_doc_num"] = message.erp_doc_num
+        if message.status is not None:
+            fields["status"] = message.status
+        if fields:
+            orders.update(crm, order_id, fields)
+        version = orders.set_integration(crm, order_id, message.integration_status,
+                                         message.integration_message)
+        return order_id, version
 
     def _delivery(self, message: DeliveryPosted) -> None:
         delivery = message.delivery

@@ -29,6 +29,7 @@ __all__ = [
     "delivered_by_line",
     "deliveries_of",
     "invoiced_by_line",
+    "order_versions",
     "read_orders",
 ]
 
@@ -175,6 +176,21 @@ def changed_orders(
             grouped.c.changed_at, grouped.c.entry, (after[0], key_entry(after[1]))))
     query = query.order_by(grouped.c.changed_at, grouped.c.entry).limit(limit)
     return [(int(entry), stamp) for entry, stamp in conn.execute(query)]
+
+
+def order_versions(conn: Connection, entries: Sequence[int]) -> dict[int, dt.datetime]:
+    """The newest stamp of each of ``entries`` as :func:`changed_orders` computes it: its
+    own UpdateDate, its deliveries' and their invoices'; one query per chunk."""
+    found: dict[int, dt.datetime] = {}
+    for chunk in chunked(entries):
+        own, shipped, billed = _stamps(None)
+        events = union_all(
+            own.where(ordr.c.DocEntry.in_(chunk)), shipped.where(dln1.c.BaseEntry.in_(chunk)),
+            billed.where(dln1.c.BaseEntry.in_(chunk)),
+        ).subquery("events")
+        found.update((int(entry), stamp) for entry, stamp in conn.execute(
+            select(events.c.entry, func.max(events.c.stamp)).group_by(events.c.entry)))
+    return found
 
 
 def _stamps(lower: dt.datetime | None) -> list[Select[Any]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Row, insert, select, update
 from connectors.erp.common import (
     HUB_USER,
     check_lengths,
+    chunked,
     db_errors,
     doc_key,
     field_label,
@@ -36,14 +37,14 @@ from connectors.erp.order_reads import (
     deliveries_of,
     read_orders,
 )
-from connectors.erp.schema import dln1, insert_with_doc_num, ocrd, ordr, rdr1
+from connectors.erp.schema import dln1, insert_many_with_doc_nums, ocrd, oitm, ordr, rdr1
 from hub.errors import ForbiddenTransition, InvalidMessage, MappingError, UnknownReference
 from hub.mapping import EntityMapping, SystemMapping, load_mapping
 from hub.model.records import Order, OrderLine
 from hub.store.types import utcnow
 from hub.watermark import Change
 
-__all__ = ["ErpOrders", "order_total"]
+__all__ = ["ErpOrders", "NewOrder", "order_total"]
 
 _OPEN, _CLOSED = "O", "C"
 _CUSTOMER = "C"
@@ -54,6 +55,15 @@ def order_total(lines: Sequence[tuple[Decimal, Decimal]]) -> Decimal:
     """DocTotal of ``(quantity, price)`` pairs: the sum of their products, to the cent."""
     total = sum((quantity * price for quantity, price in lines), Decimal(0))
     return total.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """An order ready to insert: its ORDR row (no numbers yet) and its RDR1 rows."""
+
+    label: str
+    header: dict[str, Any]
+    lines: list[dict[str, Any]]
 
 
 class ErpOrders:
@@ -147,6 +157,15 @@ class ErpOrders:
         long for the ERP), UnknownReference (customer or items unknown to the ERP), and
         DatabaseUnavailable / PermanentError for database failures.
         """
+        new = self.prepare(order, confirmed=confirmed)
+        with db_errors(f"ERP: create order {new.label}"):
+            _check_customer(conn, order.customer)
+            check_items(conn, [line.product_code for line in order.lines])
+        return self.insert(conn, [new])[0]
+
+    def prepare(self, order: Order, *, confirmed: bool) -> NewOrder:
+        """The rows that create ``order``, checked against the columns (no database work).
+        Raises InvalidMessage and MappingError as :meth:`create` does."""
         check_line_numbers(order.lines, required=False)
         now = utcnow()
         header = self._header.to_columns({
@@ -170,13 +189,46 @@ class ErpOrders:
         check_lengths(ordr, header, self._header_label)
         for line, columns in zip(order.lines, lines, strict=True):
             check_lengths(rdr1, columns, self._line_label(line.line_no))
-        what = f"ERP: create order {order.order_number or order.crm_id or ''}".rstrip()
-        with db_errors(what):
-            _check_customer(conn, order.customer)
-            check_items(conn, [line.product_code for line in order.lines])
-            entry, number = insert_with_doc_num(conn, ordr, header)
-            conn.execute(insert(rdr1), [{**columns, "DocEntry": entry} for columns in lines])
-        return entry, number
+        label = f"{order.order_number or order.crm_id or ''}".strip()
+        return NewOrder(label, header, lines)
+
+    def insert(self, conn: Connection, new: Sequence[NewOrder]) -> list[tuple[int, int]]:
+        """Insert prepared orders (customers and items already checked), numbered in one
+        go; returns ``(DocEntry, DocNum)`` of each. The series stays locked until the caller
+        commits, so do everything else first."""
+        with db_errors(f"ERP: create {len(new)} order(s)"):
+            numbered = insert_many_with_doc_nums(conn, ordr, [n.header for n in new])
+            conn.execute(insert(rdr1), [{**columns, "DocEntry": entry}
+                                        for n, (entry, _) in zip(new, numbered, strict=True)
+                                        for columns in n.lines])
+        return numbered
+
+    def find_many_by_crm_id(self, conn: Connection, crm_ids: Sequence[str]) -> dict[str, int]:
+        """CRM order id -> DocEntry of the orders that carry one of ``crm_ids``."""
+        column = ordr.c[self._header.fields["crm_id"]]
+        found: dict[str, int] = {}
+        with db_errors("ERP: find orders of CRM orders"):
+            for chunk in chunked(crm_ids):
+                found.update((str(crm_id), int(entry)) for crm_id, entry in conn.execute(
+                    select(column, ordr.c.DocEntry).where(column.in_(chunk))))
+        return {k: v for k, v in found.items() if k in set(crm_ids)}
+
+    def missing_references(self, conn: Connection, orders: Sequence[Order]
+                           ) -> tuple[set[str], set[str]]:
+        """(customers, items) that ``orders`` name and the ERP does not hold as such; two
+        queries for the lot."""
+        customers = list(dict.fromkeys(o.customer for o in orders))
+        items = list(dict.fromkeys(ln.product_code for o in orders for ln in o.lines))
+        with db_errors("ERP: look up customers and items"):
+            known_customers = {
+                r.CardCode for r in conn.execute(select(ocrd.c.CardCode, ocrd.c.CardType)
+                                                 .where(ocrd.c.CardCode.in_(customers)))
+                if (r.CardType or "").strip() == _CUSTOMER}
+            known_items = set(conn.scalars(select(oitm.c.ItemCode)
+                                           .where(oitm.c.ItemCode.in_(items))))
+        # Exact comparison: MariaDB's collation would let "c00042" match "C00042".
+        return ({c for c in customers if c not in known_customers},
+                {i for i in items if i not in known_items})
 
     def update(
         self,

@@ -13,7 +13,7 @@ cross-document links (``BaseEntry``) stay unconstrained, as in the product.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "claim_doc_num",
     "dln1",
     "ibt1",
+    "insert_many_with_doc_nums",
     "insert_with_doc_num",
     "inv1",
     "metadata",
@@ -281,6 +282,36 @@ def insert_with_doc_num(
     raise DatabaseUnavailable(
         f"{table.name}: DocNum clashed with other writers {attempts} times; retry later"
     ) from last
+
+
+def insert_many_with_doc_nums(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, int]]:
+    """Insert document headers numbered one after another in one statement; returns their
+    ``(DocEntry, DocNum)`` in order. Queues behind the series' last writer once for all of
+    them (see :func:`claim_doc_num`); when another writer took one of the numbers first,
+    falls back to :func:`insert_with_doc_num` for each. Errors as that function's."""
+    if len(rows) <= 1:
+        return [insert_with_doc_num(conn, table, row) for row in rows]
+    first = claim_doc_num(conn, table, next_doc_num(conn, table))
+    numbers = list(range(first, first + len(rows)))
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(insert(table), [{**row, "DocNum": n} for row, n in zip(rows, numbers,
+                                                                          strict=True)])
+    except IntegrityError as exc:
+        savepoint.rollback()
+        if not _is_doc_num_clash(exc):
+            raise
+        return [insert_with_doc_num(conn, table, row) for row in rows]
+    except BaseException:
+        with suppress(SQLAlchemyError):
+            savepoint.rollback()
+        raise
+    savepoint.commit()
+    entries = dict(conn.execute(select(table.c.DocNum, table.c.DocEntry).where(
+        table.c.DocNum.between(numbers[0], numbers[-1]))).tuples().all())
+    return [(int(entries[n]), n) for n in numbers]
 
 
 def _is_doc_num_clash(exc: IntegrityError) -> bool:

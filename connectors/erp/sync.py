@@ -9,17 +9,24 @@ from the CRM, merging three ways with field ownership, and answers each order wi
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection
 
+from connectors.erp.common import version_of
 from connectors.erp.documents import ErpDeliveries
-from connectors.erp.orders import ErpOrders
+from connectors.erp.order_reads import order_versions, read_orders
+from connectors.erp.orders import ErpOrders, NewOrder
 from connectors.erp.partners import ErpPartners
-from connectors.erp.schema import dln1, inv1, odln, oinv, ordr
-from hub.errors import DependencyMissing, HubError, InvalidMessage, PermanentError
+from hub.errors import (
+    DependencyMissing,
+    HubError,
+    InvalidMessage,
+    PermanentError,
+    UnknownReference,
+)
 from hub.model.messages import (
     DeliveryPosted,
     Message,
@@ -29,6 +36,9 @@ from hub.model.messages import (
 )
 from hub.model.records import Order
 from hub.outbox import Outbox
+from hub.store.inbox import Inbox
+from hub.store.tables import id_xref
+from hub.store.upsert import insert_ignore
 from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
@@ -63,19 +73,7 @@ def order_key(order: Order) -> str:
 def erp_version(conn: Connection, doc_entry: int) -> str:
     """The order's version as its poller sees it: the newest UpdateDate of the order and of
     the deliveries and invoices that refer to it."""
-    deliveries = select(dln1.c.DocEntry).where(dln1.c.BaseType == 17,
-                                               dln1.c.BaseEntry == doc_entry)
-    invoices = select(inv1.c.DocEntry).where(inv1.c.BaseType == 15,
-                                             inv1.c.BaseEntry.in_(deliveries))
-    stamps = [
-        conn.execute(select(ordr.c.UpdateDate).where(ordr.c.DocEntry == doc_entry)).scalar(),
-        conn.execute(select(func.max(odln.c.UpdateDate)).where(
-            odln.c.DocEntry.in_(deliveries))).scalar(),
-        conn.execute(select(func.max(oinv.c.UpdateDate)).where(
-            oinv.c.DocEntry.in_(invoices))).scalar(),
-    ]
-    newest = max(s for s in stamps if s is not None)
-    return str(newest.isoformat(timespec="microseconds"))
+    return version_of(order_versions(conn, [doc_entry])[doc_entry])
 
 
 class ErpPoller(Poller):
@@ -198,78 +196,93 @@ class ErpApplier(Applier):
 
     def apply_batch(self, messages: Sequence[Message], finals: Sequence[bool]
                     ) -> list[BaseException | None]:
-        """Orders of different keys go to the ERP together, in one ERP transaction (each in
-        its own savepoint, so one refused order does not undo the others); anything else,
-        and an order whose key is already in the running group, waits for the group."""
-        outcomes: list[BaseException | None] = []
-        group: list[OrderChanged] = []
-        group_finals: list[bool] = []
+        return self.apply_grouped(messages, finals, OrderChanged, self._orders_together)
 
-        def flush() -> None:
-            if group:
-                outcomes.extend(self._orders(group, group_finals))
-                group.clear()
-                group_finals.clear()
+    def _orders_together(self, messages: Sequence[OrderChanged], finals: Sequence[bool]
+                         ) -> list[BaseException | None]:
+        """Apply orders of different keys in one ERP transaction.
 
-        for message, final in zip(messages, finals, strict=True):
-            if isinstance(message, OrderChanged):
-                if any(m.correlation_key == message.correlation_key for m in group):
-                    flush()
-                group.append(message)
-                group_finals.append(final)
-                continue
-            flush()
-            outcomes.extend(super().apply_batch([message], [final]))
-        flush()
-        return outcomes
-
-    def _orders(self, messages: Sequence[OrderChanged], finals: Sequence[bool]
-                ) -> list[BaseException | None]:
-        if len(messages) == 1:
-            return super().apply_batch(messages, finals)
-        try:
-            return self._orders_together(messages)
-        except HubError as exc:
-            # Something beyond one order (the ERP unreachable, a deadlock): one at a time,
-            # each with its own retry and dead-letter path.
-            log.info("ERP batch of %d orders failed as a whole (%s); applying one by one",
-                     len(messages), exc)
-            return super().apply_batch(messages, finals)
-
-    def _orders_together(self, messages: Sequence[OrderChanged]) -> list[BaseException | None]:
-        store = self.runtime.store
+        Changes to orders the ERP has are merged one by one, each in a savepoint. New
+        orders are checked together (customers and items in two queries) and inserted
+        together, last, so the document series stays locked for as short a time as possible.
+        Everything written is read back in one go and remembered in the hub before the ERP
+        commits (see :meth:`_order`)."""
+        store, orders = self.runtime.store, ErpOrders()
         with store.begin() as hub:
             plans = [self._plan(hub, message) for message in messages]
         written: dict[int, Written] = {}
-        refused: dict[int, PermanentError] = {}
+        failed: dict[int, HubError] = {}
         with self.runtime.system("erp").begin() as conn:
-            for index, plan in enumerate(plans):
-                if plan.stale:
-                    continue
-                savepoint = conn.begin_nested()
+            live = [i for i, plan in enumerate(plans) if not plan.stale]
+            found = orders.find_many_by_crm_id(conn, [
+                plans[i].message.order.crm_id or "" for i in live
+                if not plans[i].bound and plans[i].message.order.crm_id])
+            changed: dict[int, tuple[int, list[Any]]] = {}
+            fresh: list[int] = []
+            for index in live:
+                plan = plans[index]
+                order = plan.message.order
+                if plan.bound or (order.crm_id or "") in found:
+                    savepoint = conn.begin_nested()
+                    try:
+                        doc, conflicts, note = self._change(conn, order, plan.state, plan.bound)
+                        savepoint.commit()
+                    except PermanentError as exc:
+                        savepoint.rollback()
+                        failed[index] = exc
+                        continue
+                    if doc is None:
+                        written[index] = (None, None, None, [], note)
+                    else:
+                        changed[index] = (doc, conflicts)
+                elif order.cancelled:
+                    written[index] = (None, None, None, [], "cancelled before it reached the ERP")
+                else:
+                    fresh.append(index)
+            customers, items = orders.missing_references(
+                conn, [plans[i].message.order for i in fresh])
+            ready: list[tuple[int, NewOrder]] = []
+            for index in fresh:
+                order = plans[index].message.order
+                unknown = sorted({ln.product_code for ln in order.lines} & items)
                 try:
-                    written[index] = self._write(conn, plan.message.order, plan.state,
-                                                 plan.bound)
-                    savepoint.commit()
-                except PermanentError as exc:
-                    savepoint.rollback()
-                    refused[index] = exc
-            # Remembered before the ERP commits (see _order).
+                    if order.customer in customers:
+                        raise DependencyMissing(
+                            f"customer {order.customer} does not exist in the ERP")
+                    if unknown:
+                        raise UnknownReference(
+                            f"item(s) {', '.join(unknown)} do not exist in the ERP")
+                    ready.append((index, orders.prepare(order,
+                                                        confirmed=self.confirm_new_orders)))
+                except HubError as exc:
+                    failed[index] = exc
+            numbered = orders.insert(conn, [new for _, new in ready])
+            changed.update({index: (entry, []) for (index, _), (entry, _) in
+                            zip(ready, numbered, strict=True)})
+            back = self._read_back(conn, dict(changed.values()))
+            written.update({index: back[doc] for index, (doc, _) in changed.items()})
             with store.begin() as hub:
+                binds: list[dict[str, Any]] = []
                 for index, result in written.items():
-                    self._remember(hub, plans[index], result)
+                    self._remember(hub, plans[index], result, binds)
+                insert_ignore(hub, id_xref, binds)
         with store.begin() as hub:
             answers: list[Message] = []
             for index, plan in enumerate(plans):
-                if index in refused:
-                    answers.append(self._error_answer(plan.message, str(refused[index])))
-                    continue
-                if index in written:
+                problem = failed.get(index)
+                if isinstance(problem, PermanentError) or (problem is not None
+                                                           and finals[index]):
+                    reason = str(problem) if isinstance(problem, PermanentError) else (
+                        f"the ERP could not be reached: {problem}")
+                    answers.append(self._error_answer(plan.message, reason))
+                elif index in written:
                     answers.append(self._answer(plan.message, written[index]))
-                self.done(hub, plan.message)
             Outbox.add(hub, answers, partitions=self.runtime.settings.partitions)
+            Inbox.claim(hub, self.name, [str(plan.message.message_id)
+                                         for index, plan in enumerate(plans)
+                                         if index not in failed])
         self.runtime.outbox_wakeup.set()
-        return [refused.get(index) for index in range(len(plans))]
+        return [failed.get(index) for index in range(len(plans))]
 
     def _plan(self, hub: Connection, message: OrderChanged) -> OrderPlan:
         order = message.order
@@ -279,15 +292,22 @@ class ErpApplier(Applier):
         stale = state.exists and older(message.source_version, state.side("crm").version)
         return OrderPlan(message, cid, state, bound, stale)
 
-    def _remember(self, hub: Connection, plan: OrderPlan, result: Written) -> None:
+    def _remember(self, hub: Connection, plan: OrderPlan, result: Written,
+                  binds: list[dict[str, Any]] | None = None) -> None:
+        """Record a written order in the hub; with ``binds``, the cross-references are
+        added to it for the caller to insert together (otherwise inserted here)."""
         order, cid, state = plan.message.order, plan.cid, plan.state
         doc, after, version, conflicts, _ = result
         if doc is not None and after is not None:
-            Xref.bind(hub, "order", cid, crm=order.crm_id or "", erp=doc_key(doc))
+            rows = Xref.rows("order", cid, crm=order.crm_id or "", erp=doc_key(doc))
             for line in after.lines:
-                Xref.bind(hub, "order_line", Xref.child(cid, line.line_no),
-                          crm=f"{order.crm_id}/{line.line_no}",
-                          erp=f"{doc_key(doc)}/{line.erp_line}")
+                rows += Xref.rows("order_line", Xref.child(cid, line.line_no),
+                                  crm=f"{order.crm_id}/{line.line_no}",
+                                  erp=f"{doc_key(doc)}/{line.erp_line}")
+            if binds is None:
+                insert_ignore(hub, id_xref, rows)
+            else:
+                binds.extend(rows)
             remember_written(state.side("erp"), version, project(after, ALL_FIELDS))
         remember_source(state.side("crm"), plan.message.source_version, order)
         state.save(hub)
@@ -349,44 +369,58 @@ class ErpApplier(Applier):
 
     def _write(self, conn: Connection, order: Order, state: SyncState, bound: str | None
                ) -> Written:
-        """Create or merge the order in the ERP transaction ``conn``."""
+        """Create or merge the order in the ERP transaction ``conn``, and read it back."""
+        doc, conflicts, note = self._change(conn, order, state, bound)
+        if doc is None:
+            return None, None, None, [], note
+        return self._read_back(conn, {doc: conflicts})[doc]
+
+    @staticmethod
+    def _read_back(conn: Connection, changed: Mapping[int, list[Any]]) -> dict[int, Written]:
+        """The orders ``changed`` (DocEntry -> conflicts) as now in the ERP, with versions:
+        five queries for the lot."""
+        entries = list(changed)
+        after = read_orders(conn, ErpOrders().mapping, entries)
+        versions = order_versions(conn, entries)
+        missing = [entry for entry in entries if entry not in after]
+        if missing:
+            raise DependencyMissing(f"ERP order(s) {missing} not readable after writing")
+        return {entry: (entry, after[entry], version_of(versions[entry]), changed[entry], None)
+                for entry in entries}
+
+    def _change(self, conn: Connection, order: Order, state: SyncState, bound: str | None
+                ) -> tuple[int | None, list[Any], str | None]:
+        """Create or merge the order; returns (DocEntry or None, conflicts, note)."""
         orders = ErpOrders()
         doc = int(bound) if bound else None
-        if doc is not None and order.crm_id and orders.read(conn, doc) is None:
-            # Bound in the hub but not in the ERP: the ERP transaction that created it was
-            # rolled back after the hub had remembered it. Find it or create it again.
-            doc = None
-        if doc is None and order.crm_id:
+        current = orders.read(conn, doc) if doc is not None else None
+        if current is None and order.crm_id:
+            # Not bound yet, or bound in the hub but not in the ERP (the ERP transaction that
+            # created it was rolled back after the hub had remembered it): find it, or create.
             doc = orders.find_by_crm_id(conn, order.crm_id)
-        conflicts: list[Any] = []
-        if doc is None:
+            current = orders.read(conn, doc) if doc is not None else None
+        if current is None or doc is None:
             if order.cancelled:
-                return None, None, None, [], "cancelled before it reached the ERP"
+                return None, [], "cancelled before it reached the ERP"
             if ErpPartners().read(conn, order.customer) is None:
                 raise DependencyMissing(
                     f"customer {order.customer} does not exist in the ERP")
             doc, _ = orders.create(conn, order, confirmed=self.confirm_new_orders)
-        else:
-            current = orders.read(conn, doc)
-            if current is None:
-                raise DependencyMissing(f"ERP order {doc} is not readable yet")
-            decision = decide(
-                source="crm", incoming=project(order, TO_ERP),
-                incoming_base=state.side("crm").fields,
-                current=project(current, TO_ERP), current_base=state.side("erp").fields,
-                owner=order_owner(delivered=orders.has_deliveries(conn, doc)),
-            )
-            conflicts = decision.conflicts
-            writes = dict(decision.writes)
-            if writes.pop("cancelled", False) is True:
-                orders.cancel(conn, doc)
-            lines = order.lines if writes.pop("lines", None) is not None else None
-            header = {name: getattr(order, name) for name in writes}
-            if header or lines is not None:
-                orders.update(conn, doc, header, lines)
-        after = orders.read(conn, doc)
-        version = erp_version(conn, doc)
-        return doc, after, version, conflicts, None
+            return doc, [], None
+        decision = decide(
+            source="crm", incoming=project(order, TO_ERP),
+            incoming_base=state.side("crm").fields,
+            current=project(current, TO_ERP), current_base=state.side("erp").fields,
+            owner=order_owner(delivered=orders.has_deliveries(conn, doc)),
+        )
+        writes = dict(decision.writes)
+        if writes.pop("cancelled", False) is True:
+            orders.cancel(conn, doc)
+        lines = order.lines if writes.pop("lines", None) is not None else None
+        header = {name: getattr(order, name) for name in writes}
+        if header or lines is not None:
+            orders.update(conn, doc, header, lines)
+        return doc, decision.conflicts, None
 
     def _answer_error(self, message: OrderChanged, reason: str) -> None:
         """Tell the CRM why its order did not reach the ERP (the message is dead-lettered)."""

@@ -1,5 +1,7 @@
-"""The demo: the three reference systems' schemas, their seed data and ``demo init``."""
+"""The demo: the three reference systems' schemas, their seed data, ``demo init``, and the
+people of ``demo simulate`` (:mod:`hub.demo.people`, :mod:`hub.demo.simulate`)."""
 
+from hub.demo.people import ErpUser, LabPerson, Line, SalesPerson
 from hub.demo.reference import (
     SYSTEMS,
     SeedSummary,
@@ -11,10 +13,16 @@ from hub.demo.reference import (
     metadata_for,
     seed,
 )
+from hub.demo.simulate import Summary, simulate
 
 __all__ = [
     "SYSTEMS",
+    "ErpUser",
+    "LabPerson",
+    "Line",
+    "SalesPerson",
     "SeedSummary",
+    "Summary",
     "System",
     "create_schemas",
     "ensure_database",
@@ -22,4 +30,5 @@ __all__ = [
     "init",
     "metadata_for",
     "seed",
+    "simulate",
 ]

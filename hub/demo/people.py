@@ -1,7 +1,8 @@
 """The people who use the three systems, as code: what ``demo simulate`` does and what the
 end-to-end tests do. They write the reference tables exactly as their users would (the hub is
 not involved), following each system's conventions: a CRM writer bumps ``version``; an ERP
-user takes DocNums from the series, closes delivered lines and stamps ``UpdateDate``.
+user takes DocNums from the series, closes delivered lines and stamps ``UpdateDate``; the lab
+numbers LIMS rows after the highest ones there and stamps ``CHANGED_ON``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Column, Connection, Engine, func, select, update
 
 from connectors.crm.schema import crm_order, crm_order_line
 from connectors.erp.schema import (
@@ -25,9 +27,18 @@ from connectors.erp.schema import (
     ordr,
     rdr1,
 )
+from connectors.lims.schema import lot, result, sample, test
+from hub.demo.seed_data import SPECS, LotPlan
+from hub.demo.seed_rows import (
+    _FIRST_LOT,
+    _FIRST_RESULT,
+    _FIRST_SAMPLE,
+    _FIRST_TEST,
+    _QualityControl,
+)
 from hub.store.types import utcnow
 
-__all__ = ["ErpUser", "Line", "SalesPerson"]
+__all__ = ["ErpUser", "LabPerson", "Line", "SalesPerson"]
 
 
 @dataclass(frozen=True)
@@ -186,3 +197,108 @@ class ErpUser:
                 for n, line in enumerate(lines)
             ])
         return invoice
+
+
+class LabPerson:
+    """Someone working in the LIMS: tests new production lots and authorises their release.
+
+    ``name`` is the LabWare user who reviews (``SAMPLE.REVIEWER``); results are entered by the
+    seed data's analysts, as the seeded lots' are.
+    """
+
+    def __init__(self, lims: Engine, name: str = "HZHOU") -> None:
+        self.lims = lims
+        self.name = name
+
+    def new_lot(self, product: str, *, grade: str | None = None, authorise: bool = True,
+                name: str | None = None) -> str:
+        """Log a lot of ``product`` made a day ago, with a release sample whose tests are all
+        done and in spec, and return its LOT_NAME. With ``authorise`` (the default) the lot is
+        released at once; otherwise it awaits review (see :meth:`authorise`).
+
+        ``grade`` defaults to ``STANDARD`` (else the product's first graded spec); ``name``
+        defaults to ``B<yymm>-<n>``, n following the highest LOT_NUMBER. Lot, sample, test and
+        result numbers follow the highest in the LIMS; the newest ``CHANGED_ON`` is now.
+        Raises ValueError for a product (or grade) without specs.
+        """
+        grades = [g for (p, g) in SPECS if p == product]
+        chosen = grade or ("STANDARD" if "STANDARD" in grades else next(iter(grades), None))
+        if chosen is None or (product, chosen) not in SPECS:
+            raise ValueError(f"the LIMS has no spec for product {product!r} grade {chosen!r}")
+        now = utcnow()
+        state: Literal["released", "awaiting_review"] = (
+            "released" if authorise else "awaiting_review")
+        with self.lims.begin() as conn:
+            lot_number = max(_next(conn, lot.c.LOT_NUMBER), _FIRST_LOT)
+            lot_name = name or f"B{now:%y%m}-{lot_number - _FIRST_LOT + 1:04d}"
+            plan = LotPlan(lot_name, product, chosen, made_days_ago=0, state=state)
+            built = _build_lot(plan, lot_number - _FIRST_LOT, now)
+            # Move the whole history back so that its last step happens now.
+            built = _build_lot(plan, lot_number - _FIRST_LOT, now - (_latest(built) - now))
+            # The builder numbers from the seed's first numbers: move them past the LIMS's.
+            samples_by = max(_next(conn, sample.c.SAMPLE_NUMBER), _FIRST_SAMPLE) - _FIRST_SAMPLE
+            shift = {
+                "SAMPLE_NUMBER": samples_by, "ORIGINAL_SAMPLE": samples_by,
+                "TEST_NUMBER": max(_next(conn, test.c.TEST_NUMBER), _FIRST_TEST) - _FIRST_TEST,
+                "RESULT_NUMBER": max(_next(conn, result.c.RESULT_NUMBER), _FIRST_RESULT)
+                - _FIRST_RESULT,
+            }
+            samples = [_shifted(row, shift) for row in built.samples]
+            if authorise:
+                for row in samples:
+                    row["REVIEWER"] = self.name
+            conn.execute(lot.insert(), built.lots)
+            conn.execute(sample.insert(), samples)
+            conn.execute(test.insert(), [_shifted(row, shift) for row in built.tests])
+            conn.execute(result.insert(), [_shifted(row, shift) for row in built.results])
+        return lot_name
+
+    def authorise(self, lot_name: str) -> None:
+        """Review a lot whose release samples are complete: authorise them, their tests and
+        results, and release the lot. Raises ValueError when the lot has no complete release
+        sample, or one is out of spec; NoResultFound when there is no such lot."""
+        now = utcnow()
+        with self.lims.begin() as conn:
+            number = conn.execute(select(lot.c.LOT_NUMBER).where(
+                lot.c.LOT_NAME == lot_name)).scalar_one()  # noqa: SIM300
+            waiting = conn.execute(select(sample.c.SAMPLE_NUMBER, sample.c.IN_SPEC).where(
+                number == sample.c.LOT, sample.c.SAMPLING_POINT == "RELEASE",
+                sample.c.STATUS == "C")).all()
+            if not waiting:
+                raise ValueError(f"lot {lot_name} has no release sample awaiting review")
+            if any(row.IN_SPEC != "T" for row in waiting):
+                raise ValueError(f"lot {lot_name} has a release sample out of spec")
+            numbers = [row.SAMPLE_NUMBER for row in waiting]
+            conn.execute(update(result).where(
+                result.c.SAMPLE_NUMBER.in_(numbers), result.c.STATUS == "E",
+            ).values(STATUS="A", CHANGED_ON=now))
+            conn.execute(update(test).where(
+                test.c.SAMPLE_NUMBER.in_(numbers), test.c.STATUS == "C",
+            ).values(STATUS="A", CHANGED_ON=now))
+            conn.execute(update(sample).where(sample.c.SAMPLE_NUMBER.in_(numbers)).values(
+                STATUS="A", DATE_REVIEWED=now, REVIEWER=self.name, CHANGED_ON=now))
+            conn.execute(update(lot).where(number == lot.c.LOT_NUMBER).values(
+                STATUS="A", CHANGED_ON=now))
+
+
+def _next(conn: Connection, column: Column[int]) -> int:
+    """One more than the highest value of ``column`` (1 in an empty table)."""
+    return int(conn.execute(select(func.coalesce(func.max(column), 0) + 1)).scalar_one())
+
+
+def _build_lot(plan: LotPlan, index: int, now: dt.datetime) -> _QualityControl:
+    built = _QualityControl(now)
+    built.add_lot(index, plan)
+    return built
+
+
+def _latest(built: _QualityControl) -> dt.datetime:
+    """The newest timestamp of any row ``built`` holds."""
+    return max(value for rows in (built.lots, built.samples, built.tests, built.results)
+               for row in rows for value in row.values() if isinstance(value, dt.datetime))
+
+
+def _shifted(row: dict[str, Any], shift: dict[str, int]) -> dict[str, Any]:
+    """``row`` with its LIMS numbers moved up by ``shift`` (the seed numbers from 5001 ...)."""
+    return {key: value + shift[key] if key in shift and value is not None else value
+            for key, value in row.items()}

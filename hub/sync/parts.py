@@ -15,7 +15,7 @@ import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -35,6 +35,8 @@ from hub.watermark import Change, Watermark
 __all__ = ["Applier", "Poller", "Stream", "reject_source_row"]
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
 
 
 @dataclass
@@ -177,6 +179,11 @@ class Applier(Part):
                     ) -> list[BaseException | None]:
         """Apply ``messages`` in order; the outcome of each (None, or why it failed).
         Appliers that can apply many messages in one transaction override this."""
+        return self.apply_each(messages, finals)
+
+    def apply_each(self, messages: Sequence[Message], finals: Sequence[bool]
+                   ) -> list[BaseException | None]:
+        """Apply ``messages`` one at a time, each in its own transactions."""
         outcomes: list[BaseException | None] = []
         for message, final in zip(messages, finals, strict=True):
             try:
@@ -184,6 +191,44 @@ class Applier(Part):
                 outcomes.append(None)
             except HubError as exc:
                 outcomes.append(exc)
+        return outcomes
+
+    def apply_grouped(
+        self, messages: Sequence[Message], finals: Sequence[bool], kind: type[M],
+        together: Callable[[Sequence[M], Sequence[bool]], list[BaseException | None]],
+    ) -> list[BaseException | None]:
+        """Apply runs of ``kind`` messages of different keys with ``together`` (one
+        transaction for the run); other messages, and a message whose key is already in the
+        running group, wait for the group, so each key keeps its order. A run that fails as
+        a whole (the system unreachable, a deadlock) is applied again one message at a
+        time, each with its own retry and dead-letter path."""
+        outcomes: list[BaseException | None] = []
+        group: list[M] = []
+        group_finals: list[bool] = []
+
+        def flush() -> None:
+            if len(group) > 1:
+                try:
+                    outcomes.extend(together(list(group), list(group_finals)))
+                except HubError as exc:
+                    log.info("%s: a batch of %d failed as a whole (%s); one at a time",
+                             self.name, len(group), exc)
+                    outcomes.extend(self.apply_each(group, group_finals))
+            elif group:
+                outcomes.extend(self.apply_each(group, group_finals))
+            group.clear()
+            group_finals.clear()
+
+        for message, final in zip(messages, finals, strict=True):
+            if isinstance(message, kind):
+                if any(m.correlation_key == message.correlation_key for m in group):
+                    flush()
+                group.append(message)
+                group_finals.append(final)
+                continue
+            flush()
+            outcomes.extend(self.apply_each([message], [final]))
+        flush()
         return outcomes
 
     @abstractmethod

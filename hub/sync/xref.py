@@ -7,6 +7,7 @@ is ``(order, <uuid>, crm, <order_id>)`` and ``(order, <uuid>, erp, <DocEntry>)``
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import Connection, select
 
@@ -41,12 +42,14 @@ class Xref:
     @staticmethod
     def bind(conn: Connection, kind: str, canonical_id: str, **keys: str) -> None:
         """Bind ``canonical_id`` to each ``system=local_key`` given (idempotent)."""
+        insert_ignore(conn, id_xref, Xref.rows(kind, canonical_id, **keys))
+
+    @staticmethod
+    def rows(kind: str, canonical_id: str, **keys: str) -> list[dict[str, Any]]:
+        """The rows :meth:`bind` inserts, for a caller binding many records at once."""
         now = utcnow()
-        insert_ignore(conn, id_xref, [
-            {"kind": kind, "canonical_id": canonical_id, "system": system,
-             "local_key": key, "created_at": now}
-            for system, key in keys.items()
-        ])
+        return [{"kind": kind, "canonical_id": canonical_id, "system": system,
+                 "local_key": key, "created_at": now} for system, key in keys.items()]
 
     @staticmethod
     def child(canonical_id: str, part: object) -> str:
