@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from connectors.erp.common import version_of
 from connectors.erp.documents import ErpDeliveries
@@ -212,7 +212,7 @@ class ErpApplier(Applier):
             plans = [self._plan(hub, message) for message in messages]
         written: dict[int, Written] = {}
         failed: dict[int, HubError] = {}
-        with self.runtime.system("erp").begin() as conn:
+        with self._erp_writer().begin() as conn:
             live = [i for i, plan in enumerate(plans) if not plan.stale]
             found = orders.find_many_by_crm_id(conn, [
                 plans[i].message.order.crm_id or "" for i in live
@@ -284,6 +284,16 @@ class ErpApplier(Applier):
         self.runtime.outbox_wakeup.set()
         return [failed.get(index) for index in range(len(plans))]
 
+    def _erp_writer(self) -> Engine:
+        """The ERP engine for writing. InnoDB reads in a transaction from a snapshot taken at
+        its first read, so a writer that looked anything up before numbering saw a stale
+        highest DocNum and clashed over numbers with writers that committed since; SAP
+        Business One's own database runs READ COMMITTED, and so do the hub's ERP writes."""
+        engine = self.runtime.system("erp")
+        if engine.dialect.name in ("mysql", "mariadb"):
+            return engine.execution_options(isolation_level="READ COMMITTED")
+        return engine
+
     def _plan(self, hub: Connection, message: OrderChanged) -> OrderPlan:
         order = message.order
         cid = Xref.resolve(hub, "order", crm=order.crm_id)
@@ -348,7 +358,7 @@ class ErpApplier(Applier):
                 self.done(hub, message)  # stale: a newer change of this order was applied
             return
         try:
-            with self.runtime.system("erp").begin() as conn:
+            with self._erp_writer().begin() as conn:
                 result = self._write(conn, message.order, plan.state, plan.bound)
                 # Remember what was written before the ERP commits it, so the poller can never
                 # read the write without knowing it is the hub's own.
