@@ -33,11 +33,13 @@ from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
     ALL_FIELDS,
+    REFUSED,
     TO_CRM,
     TO_ERP,
     older,
     order_owner,
     party_fields,
+    refused_before,
     remember_source,
     remember_written,
 )
@@ -101,6 +103,8 @@ class CrmPoller(Poller):
             known = state.side("crm").fields
             if state.exists and all(known.get(k) == v for k, v in project(order, TO_ERP).items()):
                 continue  # an echo of the hub's own write, or nothing the ERP cares about
+            if state.exists and refused_before(state.side(REFUSED), order):
+                continue  # the ERP refused this content already; the CRM shows why
             out.append(OrderChanged(correlation_key=order.order_number or order.crm_id or "?",
                                     source="crm", source_version=change.version, order=order))
         self._rejected.extend(rejected)

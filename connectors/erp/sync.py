@@ -43,11 +43,13 @@ from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
     ALL_FIELDS,
+    REFUSED,
     TO_CRM,
     TO_ERP,
     older,
     order_owner,
     party_fields,
+    remember_refused,
     remember_source,
     remember_written,
 )
@@ -270,6 +272,8 @@ class ErpApplier(Applier):
             answers: list[Message] = []
             for index, plan in enumerate(plans):
                 problem = failed.get(index)
+                if isinstance(problem, PermanentError):
+                    self._remember_refusal(hub, plan)
                 if isinstance(problem, PermanentError) or (problem is not None
                                                            and finals[index]):
                     reason = str(problem) if isinstance(problem, PermanentError) else (
@@ -326,6 +330,12 @@ class ErpApplier(Applier):
                          message_id=str(plan.message.message_id))
 
     @staticmethod
+    def _remember_refusal(hub: Connection, plan: OrderPlan) -> None:
+        state = SyncState.load(hub, "order", plan.cid)
+        remember_refused(state.side(REFUSED), plan.message.source_version, plan.message.order)
+        state.save(hub)
+
+    @staticmethod
     def _answer(message: OrderChanged, result: Written) -> OrderStatusChanged:
         doc, after, version, _, note = result
         order = message.order
@@ -365,7 +375,7 @@ class ErpApplier(Applier):
                 with store.begin() as hub:
                     self._remember(hub, plan, result)
         except PermanentError as exc:
-            self._answer_error(message, str(exc))
+            self._answer_error(message, str(exc), plan)
             raise
         except HubError as exc:
             if final:
@@ -425,16 +435,23 @@ class ErpApplier(Applier):
         )
         writes = dict(decision.writes)
         if writes.pop("cancelled", False) is True:
+            # Cancelled: whatever else changed with it does not matter any more (and a
+            # cancelled order's lines cannot be changed).
             orders.cancel(conn, doc)
+            return doc, decision.conflicts, None
         lines = order.lines if writes.pop("lines", None) is not None else None
         header = {name: getattr(order, name) for name in writes}
         if header or lines is not None:
             orders.update(conn, doc, header, lines)
         return doc, decision.conflicts, None
 
-    def _answer_error(self, message: OrderChanged, reason: str) -> None:
-        """Tell the CRM why its order did not reach the ERP (the message is dead-lettered)."""
+    def _answer_error(self, message: OrderChanged, reason: str,
+                      refused: OrderPlan | None = None) -> None:
+        """Tell the CRM why its order did not reach the ERP (the message is dead-lettered);
+        with ``refused``, remember the content the ERP refused (see remember_refused)."""
         with self.runtime.store.begin() as hub:
+            if refused is not None:
+                self._remember_refusal(hub, refused)
             Outbox.add(hub, [self._error_answer(message, reason)],
                        partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()

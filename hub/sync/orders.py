@@ -12,8 +12,18 @@ from hub.sync.merge import project
 from hub.sync.state import Side
 
 __all__ = [
-    "ALL_FIELDS", "PARTY_FIELDS", "TO_CRM", "TO_ERP", "older", "order_owner", "party_fields",
-    "remember_source", "remember_written",
+    "ALL_FIELDS",
+    "PARTY_FIELDS",
+    "REFUSED",
+    "TO_CRM",
+    "TO_ERP",
+    "older",
+    "order_owner",
+    "party_fields",
+    "refused_before",
+    "remember_refused",
+    "remember_source",
+    "remember_written",
 ]
 
 #: Fields a CRM change can carry to the ERP.
@@ -57,6 +67,22 @@ def remember_source(side: Side, version: str, order: Order) -> None:
     """What the hub now knows of the side a message came from: all of it, at that version."""
     side.version = version
     side.fields = project(order, ALL_FIELDS)
+
+
+#: The side under which the hub keeps the CRM content of an order the ERP refused.
+REFUSED = "crm-refused"
+
+
+def remember_refused(side: Side, version: str, order: Order) -> None:
+    """The CRM content the ERP refused (e.g. a cancel after shipment): the CRM poller does
+    not send the same content again, so a refusal is answered once, not on every poll."""
+    side.version = version
+    side.fields = project(order, TO_ERP)
+
+
+def refused_before(side: Side, order: Order) -> bool:
+    """True when ``order`` carries exactly the CRM content the ERP refused last time."""
+    return bool(side.fields) and side.fields == project(order, TO_ERP)
 
 
 def remember_written(side: Side, version: str | None, values: Mapping[str, Any]) -> None:

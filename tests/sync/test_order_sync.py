@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from decimal import Decimal as D
 from typing import Any
@@ -170,7 +171,28 @@ def test_cancellation_and_cancel_after_shipment(stack: Stack) -> None:
     row = crm_row(stack, shipped_id)
     assert "cannot be cancelled" in row.integration_message
     assert erp_row(stack, shipped_id).CANCELED == "N"
+    # Refused once, not again on every poll (the hub's own error note is a new CRM version).
+    time.sleep(8 * stack.settings.poll_interval)
+    assert crm_row(stack, shipped_id).version == row.version
+    with stack.runtime.store.begin() as hub:
+        refusals = [d for d in DeadLetters.list(hub) if d.correlation_key == row.order_number]
+    assert len(refusals) == 1, [d.reason for d in refusals]
     assert doc != shipped_doc
+
+
+def test_an_edit_and_a_cancel_in_one_change_cancel_the_order(stack: Stack) -> None:
+    order_id = stack.sales().submit_order(stack.account(), LINES[:2])
+    synced(stack, order_id)
+    with stack.crm.begin() as conn:  # both before the hub polls again
+        conn.execute(update(crm_order_line).where(
+            crm_order_line.c.order_id == order_id, crm_order_line.c.line_no == 1,
+        ).values(quantity=D("900")))
+        conn.execute(update(crm_order).where(crm_order.c.order_id == order_id).values(
+            status="cancelled", version=crm_order.c.version + 1, modified_at=utcnow()))
+    wait_for(lambda: erp_row(stack, order_id).CANCELED == "Y", 30, "cancelled in the ERP")
+    with stack.runtime.store.begin() as hub:
+        number = crm_row(stack, order_id).order_number
+        assert not [d for d in DeadLetters.list(hub) if d.correlation_key == number]
 
 
 def test_unknown_item_is_an_error_the_sales_person_can_fix_and_replay(stack: Stack) -> None:
