@@ -136,7 +136,8 @@ class Simulator:
     """Does one action per :meth:`step`; reads and writes through the engines given.
 
     ``weights`` replaces the actions' weights (an action left out is never done); ``settle``
-    is how many seconds an ERP order must rest untouched before the warehouse ships it.
+    is how many seconds an order must rest untouched before the warehouse ships it (ERP) or
+    the customer cancels it (CRM), time for the hub to carry the last change across.
     """
 
     def __init__(self, crm: Engine, erp: Engine, lims: Engine, *,
@@ -249,8 +250,10 @@ class Simulator:
         return f"{who} moved the requested date of {order.order_number} to {requested}"
 
     def _cancel(self, who: str) -> str | None:
-        # Customers cancel before the plant commits: orders the ERP holds (or has not yet).
-        candidates = self._open_crm_orders()
+        # Customers cancel before the plant commits (orders the ERP holds, or has not yet),
+        # and not in the same breath as their last change: that one has reached the ERP.
+        rested = utcnow() - dt.timedelta(seconds=self.settle)
+        candidates = [o for o in self._open_crm_orders() if o.modified_at <= rested]
         committed = self._erp_committed([o.order_id for o in candidates])
         orders = [o for o in candidates if o.order_id not in committed]
         if not orders:
@@ -262,7 +265,8 @@ class Simulator:
     def _open_crm_orders(self) -> Sequence[Any]:
         """The newest CRM orders a customer may still change: not shipped, not failed."""
         query = (select(crm_order.c.order_id, crm_order.c.order_number,
-                        crm_order.c.requested_date, crm_account.c.name)
+                        crm_order.c.requested_date, crm_order.c.modified_at,
+                        crm_account.c.name)
                  .join(crm_account, crm_account.c.account_id == crm_order.c.account_id)
                  .where(crm_order.c.status.in_(_OPEN_CRM),
                         or_(crm_order.c.integration_status.is_(None),
