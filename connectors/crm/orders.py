@@ -202,6 +202,22 @@ class CrmOrders:
                 self._set_shipped(conn, order_id, number, shipped)
             return self._bump(conn, order_id, values)
 
+    def answer(self, conn: Connection, order_id: str, fields: Mapping[str, Any], status: str,
+               message: str | None) -> int:
+        """Header ``fields`` (as :meth:`update`, without lines) and the integration status in
+        one write; returns the order's new version. Raises as those two do."""
+        if status not in INTEGRATION_STATUSES:
+            raise ValueError(f"integration status must be one of {INTEGRATION_STATUSES}, "
+                             f"not {status!r}")
+        values = self._order.to_columns(
+            {k: v for k, v in fields.items() if k != "erp_doc_num"}, creating=False)
+        if "erp_doc_num" in fields:
+            doc_num = fields["erp_doc_num"]
+            values["erp_order_number"] = None if doc_num is None else str(doc_num)
+        values.update(integration_status=status, integration_message=hub_text(message))
+        with db_errors(f"answer CRM order {order_id}"):
+            return self._bump(conn, order_id, values)
+
     def set_integration(self, conn: Connection, order_id: str, status: str,
                         message: str | None) -> int:
         """Record how syncing the order went; returns its new version.

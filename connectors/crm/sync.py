@@ -92,21 +92,20 @@ class CrmPoller(Poller):
     def _order_messages(self, hub: Connection, _crm: Connection,
                         changes: Sequence[Change[Any]]) -> list[Message]:
         out: list[Message] = []
-        rejected: list[tuple[str, str]] = []
-        for change in changes:
-            if isinstance(change.row, InvalidMessage):
-                rejected.append((change.key, str(change.row)))
-                continue
-            order: Order = change.row
-            cid = Xref.resolve(hub, "order", crm=order.crm_id)
-            state = SyncState.load(hub, "order", cid)
+        rejected = [(c.key, str(c.row)) for c in changes if isinstance(c.row, InvalidMessage)]
+        orders: list[Order] = [c.row for c in changes if not isinstance(c.row, InvalidMessage)]
+        cids = Xref.resolve_many(hub, "order", [{"crm": o.crm_id} for o in orders])
+        states = SyncState.load_many(hub, "order", cids)
+        versions = [c.version for c in changes if not isinstance(c.row, InvalidMessage)]
+        for order, cid, version in zip(orders, cids, versions, strict=True):
+            state = states[cid]
             known = state.side("crm").fields
             if state.exists and all(known.get(k) == v for k, v in project(order, TO_ERP).items()):
                 continue  # an echo of the hub's own write, or nothing the ERP cares about
             if state.exists and refused_before(state.side(REFUSED), order):
                 continue  # the ERP refused this content already; the CRM shows why
             out.append(OrderChanged(correlation_key=order.order_number or order.crm_id or "?",
-                                    source="crm", source_version=change.version, order=order))
+                                    source="crm", source_version=version, order=order))
         self._rejected.extend(rejected)
         return out
 
@@ -251,9 +250,11 @@ class CrmApplier(Applier):
         with self.runtime.system("crm").begin() as crm:
             versions = [self._write_answer(crm, orders, message) for message in messages]
             with self.runtime.store.begin() as hub:
-                for message, (order_id, version) in zip(messages, versions, strict=True):
-                    cid = Xref.resolve(hub, "order", crm=order_id)
-                    state = SyncState.load(hub, "order", cid)
+                cids = Xref.resolve_many(hub, "order", [{"crm": order_id}
+                                                        for order_id, _ in versions])
+                states = SyncState.load_many(hub, "order", cids)
+                for message, (_, version), cid in zip(messages, versions, cids, strict=True):
+                    state = states[cid]
                     remember_written(state.side("crm"), str(version),
                                      {k: v for k, v in {"erp_doc_num": message.erp_doc_num,
                                                         "status": message.status}.items()
@@ -276,10 +277,8 @@ class CrmApplier(Applier):
             fields["erp_doc_num"] = message.erp_doc_num
         if message.status is not None:
             fields["status"] = message.status
-        if fields:
-            orders.update(crm, order_id, fields)
-        version = orders.set_integration(crm, order_id, message.integration_status,
-                                         message.integration_message)
+        version = orders.answer(crm, order_id, fields, message.integration_status,
+                                message.integration_message)
         return order_id, version
 
     def _delivery(self, message: DeliveryPosted) -> None:

@@ -109,14 +109,18 @@ class ErpPoller(Poller):
     def _order_messages(self, hub: Connection, _erp: Connection,
                         changes: Sequence[Change[Any]]) -> list[Message]:
         out: list[Message] = []
+        good: list[Change[Any]] = []
         for change in changes:
             if isinstance(change.row, InvalidMessage):
                 reject_source_row(hub, "erp.order.changed", change, change.row)
-                continue
+            else:
+                good.append(change)
+        cids = Xref.resolve_many(hub, "order", [
+            {"erp": doc_key(c.row.erp_doc_entry or 0), "crm": c.row.crm_id} for c in good])
+        states = SyncState.load_many(hub, "order", cids)
+        for change, cid in zip(good, cids, strict=True):
             order: Order = change.row
-            cid = Xref.resolve(hub, "order", erp=doc_key(order.erp_doc_entry or 0),
-                               crm=order.crm_id)
-            state = SyncState.load(hub, "order", cid)
+            state = states[cid]
             known = state.side("erp").fields
             if state.exists and all(known.get(k) == v
                                     for k, v in project(order, TO_CRM).items()):
@@ -211,7 +215,7 @@ class ErpApplier(Applier):
         commits (see :meth:`_order`)."""
         store, orders = self.runtime.store, ErpOrders()
         with store.begin() as hub:
-            plans = [self._plan(hub, message) for message in messages]
+            plans = self._plans(hub, messages)
         written: dict[int, Written] = {}
         failed: dict[int, HubError] = {}
         with self._erp_writer().begin() as conn:
@@ -297,6 +301,17 @@ class ErpApplier(Applier):
         if engine.dialect.name in ("mysql", "mariadb"):
             return engine.execution_options(isolation_level="READ COMMITTED")
         return engine
+
+    @staticmethod
+    def _plans(hub: Connection, messages: Sequence[OrderChanged]) -> list[OrderPlan]:
+        """:meth:`_plan` for many messages, a few queries in all."""
+        cids = Xref.resolve_many(hub, "order", [{"crm": m.order.crm_id} for m in messages])
+        states = SyncState.load_many(hub, "order", cids)
+        bound = Xref.local_many(hub, "order", cids, "erp")
+        return [OrderPlan(m, cid, states[cid], bound.get(cid),
+                          states[cid].exists and older(m.source_version,
+                                                       states[cid].side("crm").version))
+                for m, cid in zip(messages, cids, strict=True)]
 
     def _plan(self, hub: Connection, message: OrderChanged) -> OrderPlan:
         order = message.order

@@ -9,6 +9,7 @@ not newer than the remembered one is stale and changes nothing.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,27 @@ class SyncState:
         data: dict[str, dict[str, Any]] = json.loads(raw)
         sides = {name: Side(s.get("version"), s.get("fields", {})) for name, s in data.items()}
         return cls(kind, canonical_id, sides, exists=True)
+
+    @classmethod
+    def load_many(cls, conn: Connection, kind: str, canonical_ids: Sequence[str]
+                  ) -> dict[str, SyncState]:
+        """:meth:`load` for each of ``canonical_ids``, one query per 500."""
+        ids = list(dict.fromkeys(canonical_ids))
+        raw: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            raw.update((r.canonical_id, r.state) for r in conn.execute(
+                select(sync_state.c.canonical_id, sync_state.c.state).where(
+                    sync_state.c.kind == kind,
+                    sync_state.c.canonical_id.in_(ids[start:start + 500]))))
+        out: dict[str, SyncState] = {}
+        for cid in ids:
+            if cid not in raw:
+                out[cid] = cls(kind, cid)
+                continue
+            data: dict[str, dict[str, Any]] = json.loads(raw[cid])
+            out[cid] = cls(kind, cid, {name: Side(side.get("version"), side.get("fields", {}))
+                                       for name, side in data.items()}, exists=True)
+        return out
 
     def save(self, conn: Connection) -> None:
         raw = json.dumps({name: {"version": s.version, "fields": s.fields}

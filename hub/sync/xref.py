@@ -7,6 +7,7 @@ is ``(order, <uuid>, crm, <order_id>)`` and ``(order, <uuid>, erp, <DocEntry>)``
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -31,6 +32,35 @@ class Xref:
         ).scalar()
 
     @staticmethod
+    def canonical_many(conn: Connection, kind: str, system: str, local_keys: Iterable[str]
+                       ) -> dict[str, str]:
+        """local key -> canonical id, for those of ``local_keys`` that are bound."""
+        keys = list(dict.fromkeys(local_keys))
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            found.update((r.local_key, r.canonical_id) for r in conn.execute(
+                select(id_xref.c.local_key, id_xref.c.canonical_id).where(
+                    id_xref.c.kind == kind, id_xref.c.system == system,
+                    id_xref.c.local_key.in_(keys[start:start + 500]))))
+        return found
+
+    @staticmethod
+    def resolve_many(conn: Connection, kind: str, records: Sequence[Mapping[str, str | None]]
+                     ) -> list[str]:
+        """:meth:`resolve` for each of ``records`` (``{system: local key}``), one query per
+        system."""
+        systems = list(dict.fromkeys(system for keys in records for system in keys))
+        bound = {system: Xref.canonical_many(
+            conn, kind, system, [k for keys in records if (k := keys.get(system)) is not None])
+            for system in systems}
+        out: list[str] = []
+        for keys in records:
+            found = next((bound[system][key] for system, key in keys.items()
+                          if key is not None and key in bound[system]), None)
+            out.append(found or str(uuid.uuid4()))
+        return out
+
+    @staticmethod
     def local(conn: Connection, kind: str, canonical_id: str, system: str) -> str | None:
         return conn.execute(
             select(id_xref.c.local_key).where(
@@ -38,6 +68,19 @@ class Xref:
                 id_xref.c.system == system,
             )
         ).scalar()
+
+    @staticmethod
+    def local_many(conn: Connection, kind: str, canonical_ids: Sequence[str], system: str
+                   ) -> dict[str, str]:
+        """canonical id -> ``system``'s local key, for those of ``canonical_ids`` bound there."""
+        ids = list(dict.fromkeys(canonical_ids))
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            found.update((r.canonical_id, r.local_key) for r in conn.execute(
+                select(id_xref.c.canonical_id, id_xref.c.local_key).where(
+                    id_xref.c.kind == kind, id_xref.c.system == system,
+                    id_xref.c.canonical_id.in_(ids[start:start + 500]))))
+        return found
 
     @staticmethod
     def bind(conn: Connection, kind: str, canonical_id: str, **keys: str) -> None:
