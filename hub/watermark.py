@@ -84,11 +84,19 @@ class Watermark:
         lower = None if position is None else position - self.overlap
         fresh: list[Change[T]] = []
         after: tuple[dt.datetime, str] | None = None
+        seen: set[tuple[str, str]] | None = None
         while len(fresh) < limit:
             page = fetch(lower, after, limit)
             if not page:
                 break
-            fresh.extend(self._unseen(conn, page))
+            if seen is None:
+                # What was taken in the window, in one range read (the window is re-read
+                # every poll, so this is cheaper than asking about each page's keys).
+                seen = self._seen_since(conn, lower) if lower is not None else None
+            if seen is None:
+                fresh.extend(self._unseen(conn, page))
+            else:
+                fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
             after = (page[-1].changed_at, page[-1].key)
             if len(page) < limit:
                 break
@@ -96,6 +104,11 @@ class Watermark:
         if load is not None and fresh:
             return list(load(fresh))
         return fresh
+
+    def _seen_since(self, conn: Connection, lower: dt.datetime) -> set[tuple[str, str]]:
+        return {(r.row_key, r.row_version) for r in conn.execute(
+            select(watermark_seen.c.row_key, watermark_seen.c.row_version).where(
+                watermark_seen.c.source == self.source, watermark_seen.c.changed_at >= lower))}
 
     def _unseen(self, conn: Connection, page: Sequence[Change[T]]) -> list[Change[T]]:
         pairs = [(c.key, c.version) for c in page]

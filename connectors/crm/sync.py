@@ -259,7 +259,7 @@ class CrmApplier(Applier):
                                      {k: v for k, v in {"erp_doc_num": message.erp_doc_num,
                                                         "status": message.status}.items()
                                       if v is not None})
-                    state.save(hub)
+                SyncState.save_many(hub, list(states.values()))
         with self.runtime.store.begin() as hub:
             Inbox.claim(hub, self.name, [str(m.message_id) for m in messages])
         return [None] * len(messages)

@@ -268,10 +268,7 @@ class ErpApplier(Applier):
             back = self._read_back(conn, dict(changed.values()))
             written.update({index: back[doc] for index, (doc, _) in changed.items()})
             with store.begin() as hub:
-                binds: list[dict[str, Any]] = []
-                for index, result in written.items():
-                    self._remember(hub, plans[index], result, binds)
-                insert_ignore(hub, id_xref, binds)
+                self._remember(hub, [(plans[index], result) for index, result in written.items()])
         with store.begin() as hub:
             answers: list[Message] = []
             for index, plan in enumerate(plans):
@@ -304,7 +301,8 @@ class ErpApplier(Applier):
 
     @staticmethod
     def _plans(hub: Connection, messages: Sequence[OrderChanged]) -> list[OrderPlan]:
-        """:meth:`_plan` for many messages, a few queries in all."""
+        """Each message with what the hub knows of its order (a few queries in all): its
+        canonical id, sync state, ERP binding, and whether a newer change was applied."""
         cids = Xref.resolve_many(hub, "order", [{"crm": m.order.crm_id} for m in messages])
         states = SyncState.load_many(hub, "order", cids)
         bound = Xref.local_many(hub, "order", cids, "erp")
@@ -313,36 +311,28 @@ class ErpApplier(Applier):
                                                        states[cid].side("crm").version))
                 for m, cid in zip(messages, cids, strict=True)]
 
-    def _plan(self, hub: Connection, message: OrderChanged) -> OrderPlan:
-        order = message.order
-        cid = Xref.resolve(hub, "order", crm=order.crm_id)
-        state = SyncState.load(hub, "order", cid)
-        bound = Xref.local(hub, "order", cid, "erp")
-        stale = state.exists and older(message.source_version, state.side("crm").version)
-        return OrderPlan(message, cid, state, bound, stale)
-
-    def _remember(self, hub: Connection, plan: OrderPlan, result: Written,
-                  binds: list[dict[str, Any]] | None = None) -> None:
-        """Record a written order in the hub; with ``binds``, the cross-references are
-        added to it for the caller to insert together (otherwise inserted here)."""
-        order, cid, state = plan.message.order, plan.cid, plan.state
-        doc, after, version, conflicts, _ = result
-        if doc is not None and after is not None:
-            rows = Xref.rows("order", cid, crm=order.crm_id or "", erp=doc_key(doc))
-            for line in after.lines:
-                rows += Xref.rows("order_line", Xref.child(cid, line.line_no),
-                                  crm=f"{order.crm_id}/{line.line_no}",
-                                  erp=f"{doc_key(doc)}/{line.erp_line}")
-            if binds is None:
-                insert_ignore(hub, id_xref, rows)
-            else:
-                binds.extend(rows)
-            remember_written(state.side("erp"), version, project(after, ALL_FIELDS))
-        remember_source(state.side("crm"), plan.message.source_version, order)
-        state.save(hub)
-        Conflicts.record(hub, kind="order", canonical_id=cid, key=plan.message.correlation_key,
-                         source="crm", conflicts=conflicts,
-                         message_id=str(plan.message.message_id))
+    @staticmethod
+    def _remember(hub: Connection, written: Sequence[tuple[OrderPlan, Written]]) -> None:
+        """Record written orders in the hub: cross-references of orders and lines, what each
+        side now holds, conflicts. A handful of statements for the lot."""
+        binds: list[dict[str, Any]] = []
+        for plan, (doc, after, version, _, _) in written:
+            order, cid, state = plan.message.order, plan.cid, plan.state
+            if doc is not None and after is not None:
+                binds += Xref.rows("order", cid, crm=order.crm_id or "", erp=doc_key(doc))
+                for line in after.lines:
+                    binds += Xref.rows("order_line", Xref.child(cid, line.line_no),
+                                       crm=f"{order.crm_id}/{line.line_no}",
+                                       erp=f"{doc_key(doc)}/{line.erp_line}")
+                remember_written(state.side("erp"), version, project(after, ALL_FIELDS))
+            remember_source(state.side("crm"), plan.message.source_version, order)
+        insert_ignore(hub, id_xref, binds)
+        SyncState.save_many(hub, [plan.state for plan, _ in written])
+        for plan, (_, _, _, conflicts, _) in written:
+            if conflicts:
+                Conflicts.record(hub, kind="order", canonical_id=plan.cid,
+                                 key=plan.message.correlation_key, source="crm",
+                                 conflicts=conflicts, message_id=str(plan.message.message_id))
 
     @staticmethod
     def _remember_refusal(hub: Connection, plan: OrderPlan) -> None:
@@ -377,7 +367,7 @@ class ErpApplier(Applier):
     def _order(self, message: OrderChanged, *, final: bool) -> None:
         store = self.runtime.store
         with store.begin() as hub:
-            plan = self._plan(hub, message)
+            plan = self._plans(hub, [message])[0]
         if plan.stale:
             with store.begin() as hub:
                 self.done(hub, message)  # stale: a newer change of this order was applied
@@ -388,7 +378,7 @@ class ErpApplier(Applier):
                 # Remember what was written before the ERP commits it, so the poller can never
                 # read the write without knowing it is the hub's own.
                 with store.begin() as hub:
-                    self._remember(hub, plan, result)
+                    self._remember(hub, [(plan, result)])
         except PermanentError as exc:
             self._answer_error(message, str(exc), plan)
             raise

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from hub.store.tables import sync_state
 from hub.store.types import utcnow
@@ -74,10 +74,35 @@ class SyncState:
                                        for name, side in data.items()}, exists=True)
         return out
 
+    @staticmethod
+    def save_many(conn: Connection, states: Sequence[SyncState]) -> None:
+        """:meth:`save` for many states: one statement for the updates, one for the inserts."""
+        now = utcnow()
+        old = [s for s in states if s.exists]
+        if old:
+            conn.execute(
+                update(sync_state).where(
+                    sync_state.c.kind == bindparam("k"),
+                    sync_state.c.canonical_id == bindparam("cid"),
+                ).values(state=bindparam("s"), versions=bindparam("v"), updated_at=now),
+                [{"k": s.kind, "cid": s.canonical_id, "s": s._raw(), "v": s._versions()}
+                 for s in old])
+        new = [s for s in states if not s.exists]
+        insert_ignore(conn, sync_state, [
+            {"kind": s.kind, "canonical_id": s.canonical_id, "state": s._raw(),
+             "versions": s._versions(), "updated_at": now} for s in new])
+        for state in new:
+            state.exists = True
+
+    def _raw(self) -> str:
+        return json.dumps({name: {"version": s.version, "fields": s.fields}
+                           for name, s in self.sides.items()}, sort_keys=True, default=str)
+
+    def _versions(self) -> str:
+        return json.dumps({name: s.version for name, s in self.sides.items()})
+
     def save(self, conn: Connection) -> None:
-        raw = json.dumps({name: {"version": s.version, "fields": s.fields}
-                          for name, s in self.sides.items()}, sort_keys=True, default=str)
-        versions = json.dumps({name: s.version for name, s in self.sides.items()})
+        raw, versions = self._raw(), self._versions()
         now = utcnow()
         if self.exists:
             conn.execute(update(sync_state).where(
