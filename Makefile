@@ -20,3 +20,4 @@ lint: setup
 bench: setup  ## the benchmarks, each beside its naive baseline (see docs/benchmarks.md)
 	@scripts/services.sh
 	.venv/bin/python -m bench.bus
+	.venv/bin/python -m bench.orders
