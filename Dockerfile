@@ -1,7 +1,8 @@
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends unixodbc odbc-mariadb \
+ && apt-get install -y --no-install-recommends unixodbc odbc-mariadb libpango-1.0-0 libpangoft2-1.0-0 \
+    libharfbuzz-subset0 libharfbuzz-bin fontconfig fonts-dejavu-core fonts-noto-cjk poppler-utils \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBIAN_PACKAGES=(unixodbc odbc-mariadb)
+DEBIAN_PACKAGES=(unixodbc odbc-mariadb
+  libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 libharfbuzz-bin fontconfig
+  fonts-dejavu-core fonts-noto-cjk poppler-utils)
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
