@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from certificates.cli import certificate, token
 from hub.settings import Settings
 
 __all__ = ["main"]
@@ -108,6 +109,29 @@ def status(ctx: click.Context, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.command("trace")
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a timeline.")
+@click.option("--limit", default=500, show_default=True, type=click.IntRange(min=1),
+              help="Show at most this many events (the newest).")
+@click.pass_context
+def trace_cmd(ctx: click.Context, key: str, as_json: bool, limit: int) -> None:
+    """Everything that happened to an order number, ERP DocNum or batch number, across CRM,
+    ERP and LIMS, in time order. Exit code 1 when nothing is known about KEY."""
+    from hub.errors import HubError
+    from hub.trace import render, trace_with_settings
+
+    try:
+        result = trace_with_settings(_settings(ctx), key, limit=limit)
+    except HubError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False) if as_json
+               else render(result))
+    if not result.found:
+        sys.exit(1)
+
+
 @cli.group("dead-letters")
 def dead_letters() -> None:
     """Messages that could not be applied, with why."""
@@ -199,6 +223,10 @@ def _print_outcomes(outcomes: list[Any]) -> None:
         click.echo(f"{o.id}: {'ok' if o.ok else 'FAILED'} - {o.detail}")
     if not all(o.ok for o in outcomes):
         sys.exit(1)
+
+
+cli.add_command(token)
+cli.add_command(certificate)
 
 
 def main() -> None:

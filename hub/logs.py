@@ -55,5 +55,6 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("amqp", "kombu", "pika", "uvicorn.access", "alembic"):
+    for noisy in ("amqp", "kombu", "pika", "uvicorn.access", "alembic", "weasyprint",
+                  "fontTools"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -121,11 +121,13 @@ class HttpService(Part):
 
 def build_parts(runtime: Runtime) -> list[Part]:
     """Every part the hub has, in start order (the composition root: connectors plug in here)."""
+    from certificates.parts import CertificateApplier, CertificateWatcher
     from connectors.crm.sync import CrmApplier, CrmPoller
     from connectors.erp.sync import ErpApplier, ErpPoller
 
     return [
         Relay(runtime), DeadLetterRelay(runtime), Housekeeping(runtime),
         CrmPoller(runtime), ErpPoller(runtime), ErpApplier(runtime), CrmApplier(runtime),
+        CertificateApplier(runtime), CertificateWatcher(runtime),
         HttpService(runtime),
     ]

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     poll_interval: float = Field(1.0, gt=0, description="Seconds between polls of a source.")
+    public_url: str | None = Field(
+        None, description="Base of public links (certificate verification); default the HTTP "
+        "service's own http://{http_host}:{http_port}.")
+    rate_limit: int = Field(
+        120, ge=0, description="API requests per token (verify pages: per client) per minute; "
+        "0 turns the limit off.")
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = Field(
@@ -104,6 +110,12 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return self.broker.startswith("embedded:")
+
+    @property
+    def public_base(self) -> str:
+        """The base of public links, without a trailing slash."""
+        configured = (self.public_url or "").strip().rstrip("/")
+        return configured or f"http://{self.http_host}:{self.http_port}"
 
     def system_url(self, system: Literal["crm", "erp", "lims"]) -> str:
         """The URL of one reference system, with the embedded default filled in."""

@@ -1,4 +1,4 @@
-"""The FastAPI application: health, readiness and metrics (the API grows here)."""
+"""The FastAPI application: health, readiness, metrics and the certificate API."""
 
 from __future__ import annotations
 
@@ -50,4 +50,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    from certificates.api import add_certificate_routes
+    from certificates.parts import service_for
+
+    add_certificate_routes(app, service_for(runtime), rate_limit=runtime.settings.rate_limit)
     return app

@@ -15,6 +15,11 @@
 - ``bus_binding`` / ``bus_message``: the embedded bus's durable queues.
 - ``conflict``: fields changed on both sides of a bound record, and which side won.
 - ``component``: each running part's heartbeat and figures, for ``status``.
+- ``api_token``: API tokens (their SHA-256 only) of customers and staff.
+- ``entitlement``: which customer the ERP delivered which batch to (one row per delivery
+  line and batch), the basis of every certificate and of who may read it.
+- ``certificate`` / ``certificate_file``: issued certificates of analysis (one row per
+  version, with the data snapshot and verification token) and their PDFs per language.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     Float,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -32,11 +39,12 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from hub.store.types import NAMING_CONVENTION, UtcDateTime
+from hub.store.types import NAMING_CONVENTION, Blob, LongText, Quantity, UtcDateTime
 
 __all__ = [
-    "bus_binding", "bus_message", "component", "conflict", "dead_letter", "id_xref", "inbox",
-    "journal", "metadata", "outbox", "sync_state", "watermark", "watermark_seen",
+    "api_token", "bus_binding", "bus_message", "certificate", "certificate_file", "component",
+    "conflict", "dead_letter", "entitlement", "id_xref", "inbox", "journal", "metadata",
+    "outbox", "sync_state", "watermark", "watermark_seen",
 ]
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -186,4 +194,63 @@ component = Table(
     Column("heartbeat_at", UtcDateTime, nullable=False),
     Column("last_poll_at", UtcDateTime, nullable=True),
     Column("detail", Text, nullable=False, default="{}"),
+)
+
+api_token = Table(
+    "api_token", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # SHA-256; never the token
+    Column("kind", String(10), nullable=False),  # customer | staff
+    Column("subject", String(80), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+entitlement = Table(
+    "entitlement", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("batch_number", String(36), nullable=False),
+    Column("customer", String(15), nullable=False),
+    Column("customer_name", String(100), nullable=True),
+    Column("order_key", String(64), nullable=True),
+    Column("delivery_doc_entry", Integer, nullable=False),
+    Column("delivery_doc_num", Integer, nullable=False),
+    Column("delivery_line", Integer, nullable=False),
+    Column("delivery_date", Date, nullable=False),
+    Column("product_code", String(50), nullable=False),
+    Column("quantity", Quantity, nullable=False),
+    Column("uom", String(10), nullable=True),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    UniqueConstraint("delivery_doc_entry", "delivery_line", "batch_number"),
+    Index("ix_entitlement_batch_number_customer", "batch_number", "customer"),
+)
+
+certificate = Table(
+    "certificate", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("number", String(64), nullable=False),
+    Column("batch_number", String(36), nullable=False),
+    Column("customer", String(15), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("issued_at", UtcDateTime, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("verify_token", String(64), nullable=False, unique=True),
+    # SHA-256 of the BatchQuality without CHANGED_ON: a new version only when this changes.
+    Column("quality_hash", String(64), nullable=False),
+    Column("lims_changed_on", UtcDateTime, nullable=True),
+    Column("data", LongText, nullable=False),  # the CertificateData snapshot (JSON)
+    Column("superseded_by", Integer, nullable=True),  # the successor's version
+    Column("superseded_at", UtcDateTime, nullable=True),
+    UniqueConstraint("batch_number", "customer", "version"),
+)
+
+certificate_file = Table(
+    "certificate_file", metadata,
+    Column("certificate_id", BigId, ForeignKey("certificate.id"), primary_key=True,
+           autoincrement=False),
+    Column("lang", String(5), primary_key=True),
+    Column("pdf", Blob, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("rendered_at", UtcDateTime, nullable=False),
 )

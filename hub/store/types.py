@@ -5,13 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import DateTime, Numeric
+from sqlalchemy import DateTime, LargeBinary, Numeric, Text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
 __all__ = [
-    "MYSQL_TABLE_OPTIONS", "NAMING_CONVENTION", "Limit", "Money", "Price", "Quantity",
-    "UtcDateTime", "utcnow",
+    "MYSQL_TABLE_OPTIONS", "NAMING_CONVENTION", "Blob", "Limit", "LongText", "Money", "Price",
+    "Quantity", "UtcDateTime", "utcnow",
 ]
 
 #: A naive UTC timestamp with microseconds everywhere (MariaDB's DATETIME defaults to seconds,
@@ -47,3 +47,8 @@ Price = Numeric(18, 4)
 """DECIMAL(18,4): unit prices."""
 Limit = Numeric(18, 6)
 """DECIMAL(18,6): specification limits."""
+
+#: Binary content of any size (BLOB on MariaDB stops at 64 KiB; a certificate PDF does not).
+Blob: TypeEngine[bytes] = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+#: Text of any size (TEXT on MariaDB stops at 64 KiB).
+LongText: TypeEngine[str] = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")

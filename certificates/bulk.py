@@ -1,0 +1,105 @@
+"""``hub certificate render-missing``: issue every missing certificate, on every core.
+
+First the ERP's deliveries the hub has not recorded yet become entitlements (deliveries
+posted before the hub ran, or not polled yet), read set-based a page at a time. Then every
+(batch, customer) entitled to a certificate that has none is issued, a batch per task, in a
+pool of worker processes: rendering is CPU-bound and WeasyPrint renders one page at a time
+per process. Each worker opens its own store and LIMS connections; issuing is idempotent, so
+two runs at once, or a run beside the daemon, issue each certificate once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack
+
+from certificates.entitlements import Entitlements, backfill
+from certificates.service import CertificateService, Tally, opened
+from hub.errors import db_errors
+from hub.settings import Settings
+from hub.store.engine import READ_ONLY
+
+__all__ = ["default_workers", "learn_deliveries", "missing", "render_missing"]
+
+#: The service of a worker process, opened by :func:`_start_worker`.
+_WORKER: list[CertificateService] = []
+_WORKER_RESOURCES = ExitStack()
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else (os.cpu_count() or 1))
+
+
+def learn_deliveries(service: CertificateService) -> int:
+    """Record the ERP deliveries the store does not know yet; returns how many rows were
+    new."""
+    with (db_errors("hub store: list recorded deliveries"),
+          service.store.engine.connect() as hub,
+          hub.execution_options(**{READ_ONLY: True}).begin()):
+        known = Entitlements.known_deliveries(hub)
+    added = 0
+    with service.erp_engine().connect() as erp:
+        for rows in backfill(erp.execution_options(**{READ_ONLY: True}), known):
+            added += service.record_entitlements(rows)
+        erp.rollback()
+    return added
+
+
+def missing(service: CertificateService) -> dict[str, list[str]]:
+    """batch -> the customers entitled to its certificate that have none yet."""
+    with (db_errors("hub store: list missing certificates"),
+          service.store.engine.connect() as hub,
+          hub.execution_options(**{READ_ONLY: True}).begin()):
+        return Entitlements.without_certificate(hub)
+
+
+def _start_worker() -> None:
+    _WORKER.append(_WORKER_RESOURCES.enter_context(opened(Settings())))
+
+
+def _issue(batch: str, customers: list[str]) -> Tally:
+    return _WORKER[0].issue_missing(batch, customers)
+
+
+def render_missing(service: CertificateService, work: dict[str, list[str]], *, workers: int,
+                   advance: Callable[[int], None]) -> Tally:
+    """Issue the first certificates ``work`` names (batch -> customers), ``workers``
+    processes at a time; ``advance(n)`` is called as each batch's n customers are done."""
+    total = Tally()
+    if workers <= 1:
+        for batch, customers in work.items():
+            total.add(service.issue_missing(batch, customers))
+            advance(len(customers))
+        return total
+    # Spawned, not forked: the parent holds connection pools and threads a fork would copy.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                             initializer=_start_worker) as pool:
+        for customers, tally in _completed(pool, work, workers * 4):
+            total.add(tally)
+            advance(len(customers))
+    return total
+
+
+def _completed(pool: ProcessPoolExecutor, work: dict[str, list[str]], limit: int
+               ) -> Iterator[tuple[list[str], Tally]]:
+    """Results as they finish; at most a few tasks per worker are queued at a time, so an
+    interrupted run has not shipped the whole backlog to the pool."""
+    pending: dict[Future[Tally], list[str]] = {}
+    items = iter(work.items())
+    while True:
+        while len(pending) < limit:
+            item = next(items, None)
+            if item is None:
+                break
+            batch, customers = item
+            pending[pool.submit(_issue, batch, customers)] = customers
+        if not pending:
+            return
+        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for future in done:
+            yield pending.pop(future), future.result()
