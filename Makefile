@@ -21,3 +21,4 @@ bench: setup  ## the benchmarks, each beside its naive baseline (see docs/benchm
 	@scripts/services.sh
 	.venv/bin/python -m bench.bus
 	.venv/bin/python -m bench.orders
+	.venv/bin/python -m bench.certificates
