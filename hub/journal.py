@@ -1,5 +1,9 @@
-"""The message journal: every message's life (published, applied, retried, dead-lettered,
-replayed, discarded), written in batches next to the work it describes."""
+"""The message journal: every message's life (observed, published, applied, retried,
+dead-lettered, replayed, discarded), written in batches next to the work it describes.
+
+``observed`` entries are what a poller saw in its system when it wrote a message, for
+:mod:`hub.trace`: today the ERP's deliveries, with their batches (see :func:`observed`).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,11 @@ from typing import Any
 from sqlalchemy import Connection, delete, insert
 
 from hub.headers import H_KEY, H_TYPE
+from hub.model.messages import DeliveryPosted, Message
 from hub.store.tables import journal
 from hub.store.types import utcnow
 
-__all__ = ["Entry", "prune", "record"]
+__all__ = ["Entry", "observed", "prune", "record"]
 
 @dataclass(frozen=True)
 class Entry:
@@ -77,6 +82,31 @@ def record(conn: Connection, entries: Sequence[Entry]) -> None:
             for e in entries
         ],
     )
+
+
+def observed(messages: Sequence[Message]) -> list[Entry]:
+    """``observed`` entries for the deliveries among ``messages``: one under the order's key
+    listing every batch, and one under each batch number, so that a trace of the order or
+    of the batch finds the delivery (and, by its message id, the message's life)."""
+    entries: list[Entry] = []
+    for m in messages:
+        if not isinstance(m, DeliveryPosted):
+            continue
+        d = m.delivery
+        head = {"delivery": d.doc_num, "delivery_doc_entry": d.doc_entry,
+                "customer": d.customer, "date": d.delivery_date.isoformat()}
+        batches = [{"batch": b.batch_number, "product": line.product_code,
+                    "quantity": str(b.quantity), "order_doc_entry": line.order_doc_entry,
+                    "order_line": line.order_line}
+                   for line in d.lines for b in line.batches]
+        keyed = [(m.correlation_key, {**head, "batches": batches})] + [
+            (batch, {**head, "order_key": m.correlation_key,
+                     "batches": [b for b in batches if b["batch"] == batch]})
+            for batch in dict.fromkeys(str(b["batch"]) for b in batches)]
+        entries += [Entry(event="observed", message_id=str(m.message_id), type=m.type,
+                          correlation_key=key, source=m.source, detail=detail)
+                    for key, detail in keyed]
+    return entries
 
 
 def prune(conn: Connection, older_than: dt.datetime) -> int:

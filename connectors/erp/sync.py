@@ -27,6 +27,7 @@ from hub.errors import (
     PermanentError,
     UnknownReference,
 )
+from hub.journal import observed, record
 from hub.model.messages import (
     DeliveryPosted,
     Message,
@@ -129,7 +130,7 @@ class ErpPoller(Poller):
                                     source_version=change.version, order=order))
         return out
 
-    def _delivery_messages(self, _hub: Connection, erp: Connection,
+    def _delivery_messages(self, hub: Connection, erp: Connection,
                            changes: Sequence[Change[Any]]) -> list[Message]:
         orders = ErpOrders()
         out: list[Message] = []
@@ -139,6 +140,7 @@ class ErpPoller(Poller):
             key = order_key(first) if first else f"ERP-DLV-{delivery.doc_num}"
             out.append(DeliveryPosted(correlation_key=key, source="erp",
                                       source_version=change.version, delivery=delivery))
+        record(hub, observed(out))  # the batches, for hub.trace (under order and batch keys)
         return out
 
 
