@@ -1,4 +1,4 @@
-"""The FastAPI application: health, readiness, metrics and the certificate API."""
+"""The FastAPI application: health, readiness, metrics, the certificate and operations APIs."""
 
 from __future__ import annotations
 
@@ -54,4 +54,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from certificates.parts import service_for
 
     add_certificate_routes(app, service_for(runtime), rate_limit=runtime.settings.rate_limit)
+    from hub.http.ops import add_ops_routes
+
+    add_ops_routes(app, runtime)
     return app
