@@ -309,5 +309,8 @@ class CrmApplier(Applier):
 def _shipped(order: Order, current: Order) -> dict[int, Decimal]:
     """Shipped quantities the ERP reports that the CRM does not show yet."""
     have = {line.line_no: line.shipped_quantity for line in current.lines}
+    # A line the CRM removed meanwhile (its removal still on its way to the ERP) with
+    # nothing shipped is not news; one that shipped is, and is refused where it is written.
     return {line.line_no: line.shipped_quantity for line in order.lines
-            if line.line_no is not None and have.get(line.line_no) != line.shipped_quantity}
+            if line.line_no is not None and have.get(line.line_no) != line.shipped_quantity
+            and (line.line_no in have or line.shipped_quantity)}

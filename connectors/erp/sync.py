@@ -44,8 +44,8 @@ from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
     ALL_FIELDS,
+    FROM_ERP,
     REFUSED,
-    TO_CRM,
     TO_ERP,
     older,
     order_owner,
@@ -124,8 +124,8 @@ class ErpPoller(Poller):
             state = states[cid]
             known = state.side("erp").fields
             if state.exists and all(known.get(k) == v
-                                    for k, v in project(order, TO_CRM).items()):
-                continue  # an echo of the hub's own write
+                                    for k, v in project(order, FROM_ERP).items()):
+                continue  # an echo of the hub's own write, or nothing the CRM shows
             out.append(OrderChanged(correlation_key=order_key(order), source="erp",
                                     source_version=change.version, order=order))
         return out
@@ -158,6 +158,8 @@ class OrderPlan:
     state: SyncState
     bound: str | None
     stale: bool
+    #: The canonical fields the hub wrote into the ERP order (None: it created all of it).
+    wrote: tuple[str, ...] | None = None
 
 
 class ErpApplier(Applier):
@@ -233,7 +235,8 @@ class ErpApplier(Applier):
                 if plan.bound or (order.crm_id or "") in found:
                     savepoint = conn.begin_nested()
                     try:
-                        doc, conflicts, note = self._change(conn, order, plan.state, plan.bound)
+                        doc, conflicts, note, plan.wrote = self._change(conn, order, plan.state,
+                                                                    plan.bound)
                         savepoint.commit()
                     except PermanentError as exc:
                         savepoint.rollback()
@@ -326,7 +329,10 @@ class ErpApplier(Applier):
                     binds += Xref.rows("order_line", Xref.child(cid, line.line_no),
                                        crm=f"{order.crm_id}/{line.line_no}",
                                        erp=f"{doc_key(doc)}/{line.erp_line}")
-                remember_written(state.side("erp"), version, project(after, ALL_FIELDS))
+                # Only what the hub wrote: an edit someone made in the ERP meanwhile, not yet
+                # polled, must still look like that person's change when it is read.
+                names = ALL_FIELDS if plan.wrote is None else plan.wrote
+                remember_written(state.side("erp"), version, project(after, names))
             remember_source(state.side("crm"), plan.message.source_version, order)
         insert_ignore(hub, id_xref, binds)
         SyncState.save_many(hub, [plan.state for plan, _ in written])
@@ -376,7 +382,7 @@ class ErpApplier(Applier):
             return
         try:
             with self._erp_writer().begin() as conn:
-                result = self._write(conn, message.order, plan.state, plan.bound)
+                result = self._write(conn, plan)
                 # Remember what was written before the ERP commits it, so the poller can never
                 # read the write without knowing it is the hub's own.
                 with store.begin() as hub:
@@ -394,10 +400,10 @@ class ErpApplier(Applier):
             self.done(hub, message)
         self.runtime.outbox_wakeup.set()
 
-    def _write(self, conn: Connection, order: Order, state: SyncState, bound: str | None
-               ) -> Written:
+    def _write(self, conn: Connection, plan: OrderPlan) -> Written:
         """Create or merge the order in the ERP transaction ``conn``, and read it back."""
-        doc, conflicts, note = self._change(conn, order, state, bound)
+        doc, conflicts, note, plan.wrote = self._change(conn, plan.message.order, plan.state,
+                                                        plan.bound)
         if doc is None:
             return None, None, None, [], note
         return self._read_back(conn, {doc: conflicts})[doc]
@@ -416,8 +422,9 @@ class ErpApplier(Applier):
                 for entry in entries}
 
     def _change(self, conn: Connection, order: Order, state: SyncState, bound: str | None
-                ) -> tuple[int | None, list[Any], str | None]:
-        """Create or merge the order; returns (DocEntry or None, conflicts, note)."""
+                ) -> tuple[int | None, list[Any], str | None, tuple[str, ...] | None]:
+        """Create or merge the order; returns (DocEntry or None, conflicts, note, the fields
+        written: None when the order was created)."""
         orders = ErpOrders()
         doc = int(bound) if bound else None
         current = orders.read(conn, doc) if doc is not None else None
@@ -428,12 +435,12 @@ class ErpApplier(Applier):
             current = orders.read(conn, doc) if doc is not None else None
         if current is None or doc is None:
             if order.cancelled:
-                return None, [], "cancelled before it reached the ERP"
+                return None, [], "cancelled before it reached the ERP", ()
             if ErpPartners().read(conn, order.customer) is None:
                 raise DependencyMissing(
                     f"customer {order.customer} does not exist in the ERP")
             doc, _ = orders.create(conn, order, confirmed=self.confirm_new_orders)
-            return doc, [], None
+            return doc, [], None, None
         decision = decide(
             source="crm", incoming=project(order, TO_ERP),
             incoming_base=state.side("crm").fields,
@@ -445,12 +452,13 @@ class ErpApplier(Applier):
             # Cancelled: whatever else changed with it does not matter any more (and a
             # cancelled order's lines cannot be changed).
             orders.cancel(conn, doc)
-            return doc, decision.conflicts, None
+            return doc, decision.conflicts, None, ("cancelled", "status")
         lines = order.lines if writes.pop("lines", None) is not None else None
         header = {name: getattr(order, name) for name in writes}
         if header or lines is not None:
             orders.update(conn, doc, header, lines)
-        return doc, decision.conflicts, None
+        return doc, decision.conflicts, None, (*header, *(("lines",) if lines is not None
+                                                          else ()))
 
     def _answer_error(self, message: OrderChanged, reason: str,
                       refused: OrderPlan | None = None) -> None:

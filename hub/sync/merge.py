@@ -33,7 +33,11 @@ def project(order: Order, fields: Iterable[str]) -> dict[str, Any]:
     """The comparable, JSON-able values of ``fields`` of ``order`` (``lines`` as a list)."""
     out: dict[str, Any] = {}
     for name in fields:
-        if name == "lines":
+        if name == "shipped":
+            # Not a field of its own: what the ERP shipped per line, which the CRM shows.
+            out["shipped"] = {str(line.line_no): _plain(line.shipped_quantity)
+                              for line in order.lines}
+        elif name == "lines":
             out["lines"] = [
                 {f: _plain(getattr(line, f)) for f in LINE_FIELDS}
                 for line in sorted(order.lines, key=lambda ln: ln.line_no or 0)

@@ -31,7 +31,9 @@ TO_ERP = ("customer_po", "requested_date", "notes", "lines", "cancelled")
 #: Fields an ERP change can carry to the CRM.
 TO_CRM = ("customer_po", "requested_date", "notes", "lines", "promised_date", "erp_doc_num",
           "status")
-ALL_FIELDS = tuple(dict.fromkeys(TO_ERP + TO_CRM))
+#: What an ERP order change can tell the CRM: the fields, and what was shipped per line.
+FROM_ERP = (*TO_CRM, "shipped")
+ALL_FIELDS = tuple(dict.fromkeys(TO_ERP + FROM_ERP))
 PARTY_FIELDS = ("name", "country", "email")
 
 
