@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Column, Connection, select
 
 from hub.store.tables import id_xref
 from hub.store.types import utcnow
@@ -35,14 +35,8 @@ class Xref:
     def canonical_many(conn: Connection, kind: str, system: str, local_keys: Iterable[str]
                        ) -> dict[str, str]:
         """local key -> canonical id, for those of ``local_keys`` that are bound."""
-        keys = list(dict.fromkeys(local_keys))
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            found.update((r.local_key, r.canonical_id) for r in conn.execute(
-                select(id_xref.c.local_key, id_xref.c.canonical_id).where(
-                    id_xref.c.kind == kind, id_xref.c.system == system,
-                    id_xref.c.local_key.in_(keys[start:start + 500]))))
-        return found
+        return _pairs(conn, kind, system, id_xref.c.local_key, id_xref.c.canonical_id,
+                      local_keys)
 
     @staticmethod
     def resolve_many(conn: Connection, kind: str, records: Sequence[Mapping[str, str | None]]
@@ -73,14 +67,8 @@ class Xref:
     def local_many(conn: Connection, kind: str, canonical_ids: Sequence[str], system: str
                    ) -> dict[str, str]:
         """canonical id -> ``system``'s local key, for those of ``canonical_ids`` bound there."""
-        ids = list(dict.fromkeys(canonical_ids))
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            found.update((r.canonical_id, r.local_key) for r in conn.execute(
-                select(id_xref.c.canonical_id, id_xref.c.local_key).where(
-                    id_xref.c.kind == kind, id_xref.c.system == system,
-                    id_xref.c.canonical_id.in_(ids[start:start + 500]))))
-        return found
+        return _pairs(conn, kind, system, id_xref.c.canonical_id, id_xref.c.local_key,
+                      canonical_ids)
 
     @staticmethod
     def bind(conn: Connection, kind: str, canonical_id: str, **keys: str) -> None:
@@ -108,3 +96,16 @@ class Xref:
                 if found is not None:
                     return found
         return str(uuid.uuid4())
+
+
+def _pairs(conn: Connection, kind: str, system: str, by: Column[str], to: Column[str],
+           values: Iterable[str]) -> dict[str, str]:
+    """``by`` -> ``to`` for the cross-references of ``kind`` in ``system`` whose ``by`` is
+    one of ``values``; one query per 500."""
+    wanted = list(dict.fromkeys(values))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        found.update((str(r[0]), str(r[1])) for r in conn.execute(
+            select(by, to).where(id_xref.c.kind == kind, id_xref.c.system == system,
+                                 by.in_(wanted[start:start + 500]))))
+    return found
