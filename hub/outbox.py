@@ -135,10 +135,12 @@ class OutboxRelay:
         with self.store.begin() as conn:
             if sent:
                 conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
+                # Stamped when the relay took the batch: a consumer may record "applied"
+                # before the bus has confirmed the publish, and a trace reads in time order.
                 record(conn, [
                     Entry(event="published", message_id=r.message_id, type=r.type,
                           correlation_key=r.correlation_key,
-                          source=r.routing_key.split(".", 1)[0], target=r.routing_key)
+                          source=r.routing_key.split(".", 1)[0], target=r.routing_key, at=now)
                     for r in sent
                 ])
             for r in rows:
