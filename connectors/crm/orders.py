@@ -287,16 +287,21 @@ class CrmOrders:
         return number
 
     def _bump(self, conn: Connection, order_id: str, values: Mapping[str, Any]) -> int:
-        conn.execute(
+        statement = (
             update(crm_order).where(crm_order.c.order_id == order_id)
             .values(checked_columns(crm_order, values))
             .values(version=crm_order.c.version + 1, modified_by=HUB_USER,
                     modified_at=utcnow()))
-        version: int | None = conn.execute(
-            select(crm_order.c.version).where(crm_order.c.order_id == order_id)).scalar()
+        version: int | None
+        if conn.dialect.update_returning:  # PostgreSQL, SQLite: one round trip
+            version = conn.execute(statement.returning(crm_order.c.version)).scalar()
+        else:  # MariaDB has no UPDATE ... RETURNING
+            conn.execute(statement)
+            version = conn.execute(
+                select(crm_order.c.version).where(crm_order.c.order_id == order_id)).scalar()
         if version is None:
             raise UnknownReference(f"the CRM has no order {order_id}")
-        return version
+        return int(version)
 
     def _line_values(self, order_id: str, line_no: int, line: OrderLine, *, creating: bool,
                      shipped: Decimal | None = None) -> dict[str, Any]:
