@@ -38,8 +38,8 @@ def test_sigkill_while_relaying_loses_nothing_and_restart_finishes(tmp_path: Pat
             ).scalar_one()
         return int(waiting), int(queued)
 
-    # Small relay batches (100) so the kill lands with most of the backlog still waiting.
-    env = hub_env(HUB_DATABASE_URL=url, HUB_HTTP_PORT=str(free_port()), HUB_BATCH_SIZE="1")
+    # Small relay batches so the kill lands with most of the backlog still waiting.
+    env = hub_env(HUB_DATABASE_URL=url, HUB_HTTP_PORT=str(free_port()), HUB_PUBLISH_BATCH="50")
     with daemon(tmp_path, env, "--only", "relay") as proc:
         wait_for(lambda: counts()[1] > 0, 60, "the relay to start publishing")
         proc.send_signal(signal.SIGKILL)
