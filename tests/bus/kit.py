@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -43,25 +42,9 @@ def delete_test_queues(prefix: str = QUEUE_PREFIX) -> None:
     Quorum queues are heavy (a Raft member each): leaving them behind after every test makes
     a small broker slow to recover, so tests that declare many remove theirs at teardown.
     """
-    def listed(kind: str) -> list[str]:
-        out = subprocess.run(["rabbitmqctl", "-q", f"list_{kind}", "name"], capture_output=True,
-                             text=True, timeout=60, check=False).stdout
-        return [n.strip() for n in out.splitlines() if n.strip().startswith(prefix)]
+    from bench.stack import delete_queues
 
-    queues, exchanges = listed("queues"), listed("exchanges")
-    if not queues and not exchanges:
-        return
-    import pika
-
-    conn = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", connection_attempts=2))
-    try:
-        channel = conn.channel()
-        for name in queues:
-            channel.queue_delete(name)
-        for name in exchanges:
-            channel.exchange_delete(name)
-    finally:
-        conn.close()
+    delete_queues(prefix)
 
 
 def order_message(key: str) -> Outgoing:
