@@ -59,7 +59,7 @@ from hub.sync.state import Side, SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
 
-__all__ = ["ErpApplier", "ErpPoller", "erp_version", "order_key"]
+__all__ = ["ErpApplier", "ErpPoller", "order_key"]
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,6 @@ def doc_key(doc_entry: int) -> str:
 def order_key(order: Order) -> str:
     """The correlation key of an ERP order: the CRM's order number, or ``ERP-<DocNum>``."""
     return order.order_number or f"ERP-{order.erp_doc_num}"
-
-
-def erp_version(conn: Connection, doc_entry: int) -> str:
-    """The order's version as its poller sees it: the newest UpdateDate of the order and of
-    the deliveries and invoices that refer to it."""
-    return version_of(order_versions(conn, [doc_entry])[doc_entry])
 
 
 class ErpPoller(Poller):

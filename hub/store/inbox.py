@@ -38,12 +38,6 @@ class Inbox:
         return set(fresh)
 
     @staticmethod
-    def seen(conn: Connection, consumer: str, message_id: str) -> bool:
-        """True when ``consumer`` has applied ``message_id`` already."""
-        return conn.execute(select(inbox.c.message_id).where(
-            inbox.c.consumer == consumer, inbox.c.message_id == message_id)).first() is not None
-
-    @staticmethod
     def seen_many(conn: Connection, consumer: str, message_ids: Sequence[str]) -> set[str]:
         """Those of ``message_ids`` that ``consumer`` has applied already."""
         found: set[str] = set()
