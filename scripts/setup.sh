@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 DEBIAN_PACKAGES=(unixodbc odbc-mariadb
   libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 libharfbuzz-bin fontconfig
-  fonts-dejavu-core fonts-noto-cjk poppler-utils)
+  fonts-dejavu-core fonts-noto-cjk poppler-utils
+  chromium chromium-driver sqlmap iproute2)  # the last four for tests: dashboard, sqlmap, tc
 
 sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
