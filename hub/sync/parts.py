@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -84,6 +85,7 @@ class Poller(Part):
         streams = self.streams()
         failures = 0
         while not stop.is_set():
+            began = time.monotonic()
             try:
                 counts = [self.poll(stream) for stream in streams]
                 taken = sum(counts)
@@ -100,7 +102,9 @@ class Poller(Part):
             if not full:
                 # Caught up: every poll re-reads the overlap window, so polling again at once
                 # would only burn the CPU the appliers need. A full page means a backlog.
-                stop.wait(self.runtime.settings.poll_interval)
+                # Polls start every ``poll_interval`` (the time a poll takes is not added to
+                # it): a change waits at most one interval before it is read.
+                stop.wait(max(0.0, began + self.runtime.settings.poll_interval - time.monotonic()))
 
     def poll(self, stream: Stream) -> int:
         """Take one page of a stream; returns how many changes were read.
