@@ -34,6 +34,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -300,12 +301,14 @@ class CertificateService:
             return bytes(stored)
         if lang == PRIMARY_LANGUAGE:
             raise PermanentError(f"certificate {info.label} has lost its primary PDF")
+        started = time.monotonic()
         pdf = render(self.snapshot(info), lang)
+        render_ms = (time.monotonic() - started) * 1000
         with self.store.begin() as conn:
             insert_ignore(conn, certificate_file, [{
                 "certificate_id": info.id, "lang": lang, "pdf": pdf,
                 "sha256": hashlib.sha256(pdf).hexdigest(), "size": len(pdf),
-                "rendered_at": utcnow()}])
+                "rendered_at": utcnow(), "render_ms": render_ms}])
             stored = conn.execute(select(certificate_file.c.pdf).where(
                 certificate_file.c.certificate_id == info.id,
                 certificate_file.c.lang == lang)).scalar()
@@ -432,7 +435,9 @@ class CertificateService:
                 supersedes=None if latest is None else latest.label,
             ),
         )
+        started = time.monotonic()
         pdf = render(data, PRIMARY_LANGUAGE)
+        render_ms = (time.monotonic() - started) * 1000
         sha = hashlib.sha256(pdf).hexdigest()
         try:
             with self.store.engine.begin() as conn:
@@ -444,7 +449,7 @@ class CertificateService:
                 )).inserted_primary_key or (None,)
                 conn.execute(insert(certificate_file).values(
                     certificate_id=new_id, lang=PRIMARY_LANGUAGE, pdf=pdf, sha256=sha,
-                    size=len(pdf), rendered_at=now))
+                    size=len(pdf), rendered_at=now, render_ms=render_ms))
                 if latest is not None:
                     conn.execute(update(certificate).where(
                         certificate.c.id == latest.id, certificate.c.superseded_by.is_(None),

@@ -14,13 +14,14 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, or_, select, update
 
 from hub.bus.base import Bus, Outgoing, backoff
 from hub.errors import HubError, Unroutable
-from hub.headers import H_KEY, H_TYPE
-from hub.journal import Entry, record
+from hub.headers import H_KEY, H_OCCURRED, H_TYPE
+from hub.journal import published, record
 from hub.model.messages import Message, encode, routing_key
 from hub.store.db import Store
 from hub.store.tables import outbox
@@ -50,6 +51,7 @@ class Outbox:
                     "body": encode(m).decode("utf-8"),
                     "created_at": now,
                     "attempts": 0,
+                    "occurred_at": _naive_utc(m.occurred_at),
                 }
                 for m in messages
             ],
@@ -63,6 +65,17 @@ class Outbox:
     def oldest(conn: Connection) -> dt.datetime | None:
         value: dt.datetime | None = conn.execute(select(func.min(outbox.c.created_at))).scalar()
         return value
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo is None else moment.astimezone(dt.UTC).replace(tzinfo=None)
+
+
+def _headers(type_: str, key: str, occurred_at: dt.datetime | None) -> dict[str, Any]:
+    headers: dict[str, Any] = {H_TYPE: type_, H_KEY: key}
+    if occurred_at is not None:
+        headers[H_OCCURRED] = occurred_at.isoformat()
+    return headers
 
 
 @dataclass(frozen=True)
@@ -112,7 +125,8 @@ class OutboxRelay:
         with self.store.begin() as conn:
             rows = conn.execute(
                 select(outbox.c.id, outbox.c.message_id, outbox.c.routing_key, outbox.c.type,
-                       outbox.c.correlation_key, outbox.c.body, outbox.c.attempts)
+                       outbox.c.correlation_key, outbox.c.body, outbox.c.attempts,
+                       outbox.c.occurred_at)
                 .where(or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now))
                 .order_by(outbox.c.id)
                 .limit(self.batch_size)
@@ -121,7 +135,7 @@ class OutboxRelay:
             return RelayResult()
         messages = [
             Outgoing(r.message_id, r.routing_key, r.body.encode("utf-8"),
-                     {H_TYPE: r.type, H_KEY: r.correlation_key})
+                     _headers(r.type, r.correlation_key, r.occurred_at))
             for r in rows
         ]
         failed: dict[str, str] = {}
@@ -137,12 +151,8 @@ class OutboxRelay:
                 conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
                 # Stamped when the relay took the batch: a consumer may record "applied"
                 # before the bus has confirmed the publish, and a trace reads in time order.
-                record(conn, [
-                    Entry(event="published", message_id=r.message_id, type=r.type,
-                          correlation_key=r.correlation_key,
-                          source=r.routing_key.split(".", 1)[0], target=r.routing_key, at=now)
-                    for r in sent
-                ])
+                record(conn, [published(r.message_id, r.type, r.correlation_key,
+                                        r.routing_key, r.body, at=now) for r in sent])
             for r in rows:
                 if r.message_id in failed:
                     delay = backoff(r.attempts + 1, base=1.0, cap=self.max_delay)

@@ -22,6 +22,7 @@ from hub.outbox import OutboxRelay
 from hub.runtime import Runtime
 from hub.store.inbox import Inbox
 from hub.store.types import utcnow
+from hub.tally import fold
 
 __all__ = ["DeadLetterRelay", "Housekeeping", "HttpService", "Part", "Relay", "build_parts"]
 
@@ -82,6 +83,7 @@ class Housekeeping(Part):
             cutoff = utcnow() - dt.timedelta(days=self.runtime.settings.retention_days)
             try:
                 with self.runtime.store.begin() as conn:
+                    fold(conn, cutoff)  # what the journal loses, metrics keep counting
                     gone = prune(conn, cutoff) + Inbox.prune(conn, cutoff)
                 if gone:
                     log.info("pruned %d journal and inbox rows older than %s", gone, cutoff)

@@ -1,74 +1,162 @@
-"""``hub status``: one look at every part, queue and dead letter."""
+"""``hub status``: one look at every part, flow, queue, dead letter, conflict and certificate.
+
+The figures are those of ``/metrics`` (both come from :mod:`hub.readings`): message rates
+and source-commit → target-commit latency over the last few minutes per route, source
+watermark lag, conflicts, dead letters, certificates rendered and their render time.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from hub.components import Components
+from hub import readings
 from hub.errors import HubError
-from hub.outbox import Outbox
+from hub.readings import Histogram, Readings
 from hub.settings import Settings
 from hub.store.db import Store
-from hub.store.deadletters import DeadLetters
-from hub.store.types import utcnow
 
-__all__ = ["collect", "render"]
+__all__ = ["WINDOW", "collect", "render"]
 
-STALE_SECONDS = 30.0
+#: The window rates and latencies are measured over.
+WINDOW = dt.timedelta(minutes=5)
 
 
-def collect(settings: Settings) -> dict[str, Any]:
-    """Read the store (and the bus, if it answers) into a plain report."""
+def collect(settings: Settings, *, window: dt.timedelta = WINDOW) -> dict[str, Any]:
+    """Read the store (and the bus, if it answers) into a plain, JSON-able report."""
     from hub.bus import open_bus
 
-    now = utcnow()
     store = Store(settings.database, connect_timeout=settings.connect_timeout)
-    report: dict[str, Any] = {"settings": settings.describe(), "components": [], "queues": {},
-                              "errors": []}
     try:
-        with store.begin() as conn:
-            comps = Components.all(conn)
-            oldest = Outbox.oldest(conn)
-            report["outbox"] = {"pending": Outbox.pending(conn),
-                                "lag_seconds": (now - oldest).total_seconds() if oldest else 0.0}
-            report["dead_letters"] = DeadLetters.count(conn)
-        report["components"] = [
-            {"name": c.name, "process": c.process, "state": c.state,
-             "healthy": c.state == "running" and c.age(now) < STALE_SECONDS,
-             "heartbeat_age": round(c.age(now), 1),
-             "last_poll_age": round((now - c.last_poll_at).total_seconds(), 1)
-             if c.last_poll_at else None, **c.detail}
-            for c in comps
-        ]
-        bus = open_bus(settings, store)
         try:
-            report["queues"] = bus.queue_depths()
+            bus = open_bus(settings, store)
+        except HubError as exc:
+            found = readings.read(store, None, window=window)
+            return _report(settings, found, [f"bus: {exc}"])
+        try:
+            return _report(settings, readings.read(store, bus, window=window), [])
         finally:
             bus.close()
-    except HubError as exc:
-        report["errors"].append(str(exc))
     finally:
         store.dispose()
+
+
+def _report(settings: Settings, r: Readings, errors: list[str]) -> dict[str, Any]:
+    all_latency = Histogram.empty(readings.LATENCY_BUCKETS)
+    for f in r.flows:
+        all_latency += f.latency
+    report: dict[str, Any] = {
+        "settings": settings.describe(),
+        "at": r.at.isoformat(),
+        "window_seconds": r.window_seconds,
+        "errors": [*r.errors, *errors],
+        "components": [
+            {"name": c.name, "process": c.process, "connector": c.connector, "state": c.state,
+             "healthy": c.up, "heartbeat_age": round(c.heartbeat_age, 1),
+             "last_poll_age": None if c.last_poll_age is None else round(c.last_poll_age, 1),
+             **c.detail}
+            for c in r.components],
+        "connectors": [{"name": c.name, "up": c.up, "parts": list(c.parts)}
+                       for c in r.connectors],
+        "flows": [
+            {"route": str(f.route), "type": f.route.type, "source": f.route.source,
+             "target": f.route.target, "applied": f.applied, "retried": f.retried,
+             "dead_lettered": f.dead_lettered, "rate_per_minute": round(f.rate_per_minute, 2),
+             "latency_p50": _round(f.latency.quantile(0.5)),
+             "latency_p95": _round(f.latency.quantile(0.95))}
+            for f in r.flows],
+        "latency": {"count": all_latency.count, "p50": _round(all_latency.quantile(0.5)),
+                    "p95": _round(all_latency.quantile(0.95))},
+        "sources": [{"source": s.source, "position": s.position and s.position.isoformat(),
+                     "lag_seconds": _round(s.lag_seconds), "idle_seconds": _round(s.idle_seconds)}
+                    for s in r.sources],
+        "queues": dict(r.queues),
+    }
+    if r.outbox is not None:
+        report["outbox"] = {"pending": r.outbox.pending,
+                            "lag_seconds": round(r.outbox.oldest_age_seconds, 1)}
+        report["dead_letters"] = sum(d.count for d in r.dead_letters if d.status == "dead")
+        report["dead_letters_by"] = [
+            {"status": d.status, "queue": d.queue, "error_code": d.error_code, "count": d.count}
+            for d in r.dead_letters]
+    if r.conflicts is not None:
+        report["conflicts"] = {
+            "total": r.conflicts.total,
+            "recent": [{"at": c.at.isoformat(), "kind": c.kind, "key": c.correlation_key,
+                        "field": c.field, "crm": c.crm_value, "erp": c.erp_value,
+                        "winner": c.winner} for c in r.conflicts.recent[:5]]}
+    if r.certificates is not None:
+        timing = Histogram.empty(readings.RENDER_BUCKETS)
+        for hist in r.certificates.render_time.values():
+            timing += hist
+        report["certificates"] = {
+            "issued": r.certificates.issued, "superseded": r.certificates.superseded,
+            "rendered": dict(r.certificates.rendered),
+            "render_p50": _round(timing.quantile(0.5)),
+            "render_p95": _round(timing.quantile(0.95))}
     running = [c for c in report["components"] if c["state"] != "stopped"]
     report["healthy"] = not report["errors"] and all(c["healthy"] for c in running)
     return report
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.1f}s"
+
+
 def render(report: dict[str, Any]) -> str:
+    """The report as a terminal page."""
     lines = [f"store {report['settings']['database']}   bus {report['settings']['broker']}", ""]
     if report["components"]:
-        lines.append(f"{'PART':14} {'STATE':9} {'HEARTBEAT':>10} {'LAST POLL':>10}  PROCESS")
+        lines.append(f"{'PART':20} {'STATE':9} {'HEARTBEAT':>10} {'LAST POLL':>10}  PROCESS")
         for c in report["components"]:
             poll = "-" if c["last_poll_age"] is None else f"{c['last_poll_age']}s ago"
             state = c["state"] if c["healthy"] or c["state"] == "stopped" else f"{c['state']}!"
-            lines.append(f"{c['name']:14} {state:9} {str(c['heartbeat_age']) + 's ago':>10} "
+            lines.append(f"{c['name']:20} {state:9} {str(c['heartbeat_age']) + 's ago':>10} "
                          f"{poll:>10}  {c['process']}")
+        lines.append("connectors: " + "  ".join(
+            f"{c['name']} {'up' if c['up'] else 'DOWN'}" for c in report["connectors"]))
     else:
         lines.append("no parts have reported yet: is `hub run` running?")
+    minutes = report["window_seconds"] / 60
+    lines += ["", f"flows over the last {minutes:g} min"
+                  f" (latency: source commit to target commit)"]
+    if report["flows"]:
+        lines.append(f"{'ROUTE':36} {'APPLIED':>7} {'/MIN':>7} {'RETRIED':>7} {'DEAD':>5} "
+                     f"{'P50':>7} {'P95':>7}")
+        for f in report["flows"]:
+            lines.append(f"{f['route']:36} {f['applied']:>7} {f['rate_per_minute']:>7.1f} "
+                         f"{f['retried']:>7} {f['dead_lettered']:>5} "
+                         f"{_seconds(f['latency_p50']):>7} {_seconds(f['latency_p95']):>7}")
+        lat = report["latency"]
+        lines.append(f"all routes: {lat['count']} timed, p50 {_seconds(lat['p50'])}, "
+                     f"p95 {_seconds(lat['p95'])}")
+    else:
+        lines.append("  nothing applied")
+    if report["sources"]:
+        lines += ["", f"{'SOURCE':36} {'LAG':>9} {'IDLE':>9}"]
+        lines += [f"{s['source']:36} {_seconds(s['lag_seconds']):>9} "
+                  f"{_seconds(s['idle_seconds']):>9}" for s in report["sources"]]
     if "outbox" in report:
         lines += ["", f"outbox: {report['outbox']['pending']} waiting, "
                       f"oldest {report['outbox']['lag_seconds']:.1f}s",
                   f"dead letters: {report['dead_letters']}"]
+    if "conflicts" in report:
+        conflicts = report["conflicts"]
+        lines.append(f"conflicts: {conflicts['total']}")
+        lines += [f"  {c['at'][:19]} {c['key'] or '-'} {c['field']}: {c['winner']} won "
+                  f"(crm {c['crm']}, erp {c['erp']})" for c in conflicts["recent"]]
+    if "certificates" in report:
+        certs = report["certificates"]
+        rendered = ", ".join(f"{n} {lang}" for lang, n in sorted(certs["rendered"].items()))
+        lines.append(f"certificates: {certs['issued']} issued ({certs['superseded']} "
+                     f"superseded), PDFs rendered: {rendered or 'none'}, render p50 "
+                     f"{_seconds(certs['render_p50'])}, p95 {_seconds(certs['render_p95'])}")
     if report["queues"]:
         lines += ["", f"{'QUEUE':40} {'WAITING':>8}"]
         lines += [f"{q:40} {n:>8}" for q, n in sorted(report["queues"].items())]

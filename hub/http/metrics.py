@@ -2,27 +2,54 @@
 
 Counting from the store rather than from in-process counters means every process of a
 distributed deployment reports the same truth, and a restart loses nothing. Scrapes within
-``ttl`` seconds share one reading, so a busy Prometheus cannot load the store.
+``ttl`` seconds share one reading, so a busy Prometheus cannot load the store. What is read,
+and how, is :mod:`hub.readings` (shared with ``hub status`` and the dashboard); all-time
+message counts are read incrementally (:class:`hub.tally.RunningTotals`: the whole journal
+at the first scrape, then what was written since) and include what housekeeping pruned, so
+counters never go back.
+
+Families (``route`` labels are ``type``, ``source``, ``target``; see :mod:`hub.readings`):
+
+- ``hub_up{dependency}``: 1 when the store / the bus answered this scrape.
+- ``hub_messages_total{type,source,target,outcome}``: journal events per route.
+- ``hub_message_latency_seconds{type,source,target}``: histogram, source commit to target
+  commit of applied messages.
+- ``hub_queue_depth{queue}``, ``hub_outbox_pending``, ``hub_outbox_oldest_seconds``.
+- ``hub_dead_letters{status,queue,error_code}``: dead letters now, by status.
+- ``hub_conflicts_total{kind,field,winner}``: fields changed on both sides, and who won.
+- ``hub_source_watermark_lag_seconds{source}``: age of the newest change read from a source
+  stream; ``hub_source_watermark_idle_seconds{source}``: since the watermark last moved.
+- ``hub_component_up{component,process}``, ``hub_connector_up{connector}``.
+- ``hub_certificates_issued_total``, ``hub_certificates_superseded``,
+  ``hub_certificates_rendered_total{lang}``, ``hub_certificate_render_seconds{lang}``
+  (histogram).
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import Connection
 
-from hub.components import Components
+from hub import readings
 from hub.errors import HubError
-from hub.outbox import Outbox
+from hub.readings import Histogram, Route
 from hub.runtime import Runtime
-from hub.store.tables import dead_letter, journal
 from hub.store.types import utcnow
+from hub.tally import RunningTotals
 
 __all__ = ["HubCollector"]
+
+_ROUTE = ["type", "source", "target"]
 
 
 class HubCollector(Collector):
@@ -31,6 +58,7 @@ class HubCollector(Collector):
         self.ttl = ttl
         self._cached: tuple[float, list[Metric]] = (0.0, [])
         self._lock = threading.Lock()
+        self._totals = RunningTotals()
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
@@ -45,14 +73,15 @@ class HubCollector(Collector):
                                labels=["dependency"])
         metrics: list[Metric] = [up]
         try:
-            metrics.extend(self._from_store())
+            with self.runtime.store.begin() as conn:
+                metrics.extend(self._from_store(conn))
             up.add_metric(["store"], 1)
         except HubError:
             up.add_metric(["store"], 0)
         try:
             depth = GaugeMetricFamily("hub_queue_depth", "Messages waiting per queue",
                                       labels=["queue"])
-            for queue, count in sorted(self.runtime.bus.queue_depths().items()):
+            for queue, count in readings.queue_depths(self.runtime.bus).items():
                 depth.add_metric([queue], count)
             metrics.append(depth)
             up.add_metric(["bus"], 1)
@@ -60,38 +89,110 @@ class HubCollector(Collector):
             up.add_metric(["bus"], 0)
         return metrics
 
-    def _from_store(self) -> list[Metric]:
+    def _from_store(self, conn: Connection) -> list[Metric]:
         now = utcnow()
-        with self.runtime.store.begin() as conn:
-            pending = Outbox.pending(conn)
-            oldest = Outbox.oldest(conn)
-            dead = conn.execute(
-                select(dead_letter.c.status, func.count()).group_by(dead_letter.c.status)
-            ).all()
-            events = conn.execute(
-                select(journal.c.event, journal.c.target, func.count())
-                .group_by(journal.c.event, journal.c.target)
-            ).all()
-            components = Components.all(conn)
-        outbox_pending = GaugeMetricFamily("hub_outbox_pending", "Messages not yet published")
-        outbox_pending.add_metric([], pending)
-        outbox_age = GaugeMetricFamily("hub_outbox_oldest_seconds",
-                                       "Age of the oldest unpublished message")
-        outbox_age.add_metric([], (now - oldest).total_seconds() if oldest else 0.0)
-        dead_family = GaugeMetricFamily("hub_dead_letters", "Dead letters by status",
-                                        labels=["status"])
-        for status, count in dead:
-            dead_family.add_metric([status], count)
-        messages = CounterMetricFamily(
-            "hub_messages", "Messages by journal event and target (within retention)",
-            labels=["event", "target"],
-        )
-        for event, target, count in events:
-            messages.add_metric([event, target or ""], count)
-        part_up = GaugeMetricFamily("hub_component_up",
-                                    "1 when a part is running and its heartbeat is fresh",
-                                    labels=["component", "process"])
-        for c in components:
-            fresh = c.state == "running" and c.age(now) < 30
-            part_up.add_metric([c.name, c.process], 1 if fresh else 0)
-        return [outbox_pending, outbox_age, dead_family, messages, part_up]
+        return [*_outbox(readings.outbox(conn, now=now)),
+                _dead_letters(readings.dead_letters(conn)),
+                *_routes(*readings.by_route(self._totals.read(conn, now=now))),
+                _conflicts(readings.conflicts(conn, recent=0)),
+                *_sources(readings.sources(conn, now=now)),
+                *_components(readings.components(conn, now=now)),
+                *_certificates(readings.certificates(conn))]
+
+
+def _outbox(box: readings.OutboxReading) -> list[Metric]:
+    pending = GaugeMetricFamily("hub_outbox_pending", "Messages not yet published")
+    pending.add_metric([], box.pending)
+    age = GaugeMetricFamily("hub_outbox_oldest_seconds", "Age of the oldest unpublished message")
+    age.add_metric([], box.oldest_age_seconds)
+    return [pending, age]
+
+
+def _dead_letters(counts: Iterable[readings.DeadLetterCount]) -> Metric:
+    family = GaugeMetricFamily(
+        "hub_dead_letters", "Dead letters by status (dead, replayed, discarded), queue and error",
+        labels=["status", "queue", "error_code"])
+    for c in counts:
+        family.add_metric([c.status, c.queue, c.error_code], c.count)
+    return family
+
+
+def _routes(counts: Iterable[readings.RouteCount],
+            histograms: dict[Route, Histogram]) -> list[Metric]:
+    messages = CounterMetricFamily("hub_messages", "Messages by route and outcome",
+                                   labels=[*_ROUTE, "outcome"])
+    for c in counts:
+        messages.add_metric([*_labels(c.route), c.outcome], c.count)
+    latency = HistogramMetricFamily(
+        "hub_message_latency_seconds",
+        "Source commit to target commit of applied messages", labels=_ROUTE)
+    for route, hist in sorted(histograms.items()):
+        latency.add_metric(_labels(route), _buckets(hist), hist.sum)
+    return [messages, latency]
+
+
+def _conflicts(reading: readings.ConflictReading) -> Metric:
+    family = CounterMetricFamily(
+        "hub_conflicts", "Fields changed on both sides of a bound record, by the side that won",
+        labels=["kind", "field", "winner"])
+    for c in reading.counts:
+        family.add_metric([c.kind, c.field, c.winner], c.count)
+    return family
+
+
+def _sources(lags: Iterable[readings.SourceLag]) -> list[Metric]:
+    lag = GaugeMetricFamily(
+        "hub_source_watermark_lag_seconds",
+        "Age of the newest change the hub has read from a source stream", labels=["source"])
+    idle = GaugeMetricFamily(
+        "hub_source_watermark_idle_seconds",
+        "Time since a source stream's watermark last moved", labels=["source"])
+    for s in lags:
+        if s.lag_seconds is not None:
+            lag.add_metric([s.source], s.lag_seconds)
+        idle.add_metric([s.source], s.idle_seconds)
+    return [lag, idle]
+
+
+def _components(parts: list[readings.ComponentHealth]) -> list[Metric]:
+    part_up = GaugeMetricFamily("hub_component_up",
+                                "1 when a part is running and its heartbeat is fresh",
+                                labels=["component", "process"])
+    for p in parts:
+        part_up.add_metric([p.name, p.process], 1 if p.up else 0)
+    connector_up = GaugeMetricFamily(
+        "hub_connector_up", "1 when every running part serving a system beats on time",
+        labels=["connector"])
+    for c in readings.connectors(parts):
+        connector_up.add_metric([c.name], 1 if c.up else 0)
+    return [part_up, connector_up]
+
+
+def _certificates(reading: readings.CertificateReading) -> list[Metric]:
+    issued = CounterMetricFamily("hub_certificates_issued", "Certificate versions issued")
+    issued.add_metric([], reading.issued)
+    superseded = GaugeMetricFamily("hub_certificates_superseded",
+                                   "Certificate versions superseded by a newer one")
+    superseded.add_metric([], reading.superseded)
+    rendered = CounterMetricFamily("hub_certificates_rendered",
+                                   "Certificate PDFs rendered, by language", labels=["lang"])
+    render = HistogramMetricFamily("hub_certificate_render_seconds",
+                                   "Time to render a certificate PDF", labels=["lang"])
+    for lang, count in sorted(reading.rendered.items()):
+        rendered.add_metric([lang], count)
+        hist = reading.render_time[lang]
+        render.add_metric([lang], _buckets(hist), hist.sum)
+    return [issued, superseded, rendered, render]
+
+
+def _labels(route: Route) -> list[str]:
+    return [route.type, route.source, route.target]
+
+
+def _buckets(hist: Histogram) -> list[tuple[str, float]]:
+    return [*((_le(b), float(n)) for b, n in zip(hist.bounds, hist.cumulative, strict=True)),
+            ("+Inf", float(hist.count))]
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))

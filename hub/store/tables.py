@@ -10,6 +10,7 @@
   publishes them.
 - ``inbox``: message ids a consumer has applied, so a redelivery has no second effect.
 - ``journal``: the life of every message, for trace and metrics.
+- ``journal_tally``: counts of the journal entries pruned, so metrics never count back.
 - ``dead_letter``: messages that could not be applied, with the reason, until replayed or
   discarded.
 - ``bus_binding`` / ``bus_message``: the embedded bus's durable queues.
@@ -43,8 +44,8 @@ from hub.store.types import NAMING_CONVENTION, Blob, LongText, Quantity, UtcDate
 
 __all__ = [
     "api_token", "bus_binding", "bus_message", "certificate", "certificate_file", "component",
-    "conflict", "dead_letter", "entitlement", "id_xref", "inbox", "journal", "metadata",
-    "outbox", "sync_state", "watermark", "watermark_seen",
+    "conflict", "dead_letter", "entitlement", "id_xref", "inbox", "journal", "journal_tally",
+    "metadata", "outbox", "sync_state", "watermark", "watermark_seen",
 ]
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
@@ -101,6 +102,8 @@ outbox = Table(
     Column("attempts", Integer, nullable=False, default=0),
     Column("next_attempt_at", UtcDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
+    # When the source committed the change (the message's occurred_at), sent as a header.
+    Column("occurred_at", UtcDateTime, nullable=True),
 )
 
 inbox = Table(
@@ -124,7 +127,23 @@ journal = Table(
     Column("duration_ms", Float, nullable=True),
     Column("error", Text, nullable=True),
     Column("detail", Text, nullable=True),
+    # 'applied' entries: source commit (the message's occurred_at) to target commit.
+    Column("latency_ms", Float, nullable=True),
     Index("ix_journal_correlation_key_at", "correlation_key", "at"),
+    # hub.readings counts by outcome, time and route from this index alone.
+    Index("ix_journal_event_at_route", "event", "at", "type", "source", "target", "latency_ms"),
+)
+
+journal_tally = Table(
+    "journal_tally", metadata,
+    Column("event", String(20), primary_key=True),
+    Column("type", String(40), primary_key=True),
+    Column("source", String(10), primary_key=True),
+    Column("target", String(80), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("latency_count", BigInteger, nullable=False),
+    Column("latency_sum", Float, nullable=False),  # seconds
+    Column("latency_buckets", Text, nullable=False),  # {"<bound seconds>": cumulative count}
 )
 
 dead_letter = Table(
@@ -242,6 +261,7 @@ certificate = Table(
     Column("superseded_by", Integer, nullable=True),  # the successor's version
     Column("superseded_at", UtcDateTime, nullable=True),
     UniqueConstraint("batch_number", "customer", "version"),
+    Index("ix_certificate_superseded_by", "superseded_by"),
 )
 
 certificate_file = Table(
@@ -253,4 +273,7 @@ certificate_file = Table(
     Column("sha256", String(64), nullable=False),
     Column("size", Integer, nullable=False),
     Column("rendered_at", UtcDateTime, nullable=False),
+    Column("render_ms", Float, nullable=True),  # how long the render took
+    # hub.readings counts renders from this index, never touching the PDFs.
+    Index("ix_certificate_file_lang_render_ms", "lang", "render_ms"),
 )
