@@ -11,6 +11,11 @@
     Public: the certificate's number and version, batch, issue date, SHA-256 of its primary
     PDF and whether it has been superseded. Nothing else.
 
+Every certificate served (the JSON list and each PDF) is recorded in the hub's journal under
+the batch number: event ``downloaded``, who (the token's subject and kind), which customer's
+certificate, number, version and language, so ``hub trace`` shows it for the batch and for
+the orders the batch was delivered on.
+
 Answers: no or an unknown bearer token 401; a batch that does not exist, is not the
 caller's, or is not a batch number at all 404, always with the same body; a certificate the
 caller may have but that cannot be issued yet (lot not authorised, the hub's verdict
@@ -49,6 +54,8 @@ from certificates.service import (
 )
 from hub.errors import HubError, RetryableError
 from hub.http.auth import Authenticator, RateLimiter, bearer_token
+from hub.journal import Entry, record
+from hub.store.db import Store
 from hub.tokens import Principal
 
 __all__ = ["NOT_FOUND", "PdfCache", "add_certificate_routes"]
@@ -98,6 +105,31 @@ class PdfCache:
             while self._bytes > self.max_bytes:
                 _, dropped = self._entries.popitem(last=False)
                 self._bytes -= len(dropped)
+
+
+def _journal_download(store: Store, who: Principal, batch: str, infos: list[CertificateInfo],
+                      *, what: str, lang: str | None = None, outcome: str = "served") -> None:
+    """Record that ``who`` was served ``infos`` of ``batch`` (``what``: ``pdf`` or ``json``).
+    A journal that cannot be written does not fail the download: it is only a record."""
+    customers = sorted({i.customer for i in infos})
+    detail: dict[str, Any] = {
+        "by": who.subject, "by_kind": who.kind, "format": what,
+        "certificates": [{"number": i.number, "version": i.version, "customer": i.customer}
+                         for i in infos[:50]],
+    }
+    if len(customers) == 1:
+        detail["customer"] = customers[0]
+    else:
+        detail["customers"] = customers
+    if lang is not None:
+        detail["lang"] = lang
+    try:
+        with store.begin() as conn:
+            record(conn, [Entry(event="downloaded", type=f"certificate.{what}",
+                                correlation_key=batch, source="hub", target="http",
+                                outcome=outcome, detail=detail)])
+    except HubError as exc:
+        log.warning("certificate download of %s not journaled: %s", batch, exc)
 
 
 def _not_found() -> NoReturn:
@@ -190,6 +222,7 @@ def add_certificate_routes(app: FastAPI, service: CertificateService, *, rate_li
                 if not infos:
                     service.ensure(batch, who.subject)
                     infos = service.versions(batch, who.subject)
+                _journal_download(service.store, who, batch, infos, what="json")
                 return JSONResponse({"batch": batch, "certificates": [
                     _describe(info, staff=False) for info in infos]})
             infos = service.versions(batch)
@@ -212,6 +245,7 @@ def add_certificate_routes(app: FastAPI, service: CertificateService, *, rate_li
                 "batch": batch, "reason": "; ".join(
                     f"{p['customer']}: {p['reason']}" for p in pending),
                 "pending": pending})
+        _journal_download(service.store, who, batch, infos, what="json")
         return JSONResponse({"batch": batch, "pending": pending, "certificates": [
             _describe(info, staff=True) for info in infos]})
 
@@ -256,7 +290,10 @@ def add_certificate_routes(app: FastAPI, service: CertificateService, *, rate_li
         if info.superseded_by is not None:
             headers["X-Certificate-Superseded-By"] = str(info.superseded_by)
         if request.headers.get("if-none-match") == etag:
+            _journal_download(service.store, who, batch, [info], what="pdf", lang=lang,
+                              outcome="not_modified")
             return Response(status_code=304, headers=headers)
+        _journal_download(service.store, who, batch, [info], what="pdf", lang=lang)
         return Response(content=pdf, media_type="application/pdf", headers=headers)
 
     @app.get("/verify/{token}", response_class=HTMLResponse)

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -19,42 +18,21 @@ from connectors.crm.schema import crm_order
 from connectors.erp.schema import ordr
 from hub.daemon import Daemon
 from hub.demo.people import Line
-from hub.demo.reference import init
+from hub.http.app import create_app
 from hub.parts import build_parts
-from hub.runtime import Runtime
 from hub.store import Store
 from hub.store.tables import journal
 from hub.store.types import utcnow
+from hub.tokens import CUSTOMER, STAFF, ApiTokens
 from hub.trace import Event, Trace, plausible_key, render, trace
-from tests.bus.kit import delete_test_queues
+from tests.certificates.world import served
 from tests.helpers import hub_env, wait_for
-from tests.sync.conftest import SYNC_PARTS, Stack, stack_settings
+from tests.sync.conftest import SYNC_PARTS, Stack, running
 
 LINE = Line("ETAC-99", D("1200.000"), D("1.2500"))
 MALFORMED = ["", " ", "SO-1 ", "x" * 65, "\x00", "a\nb", "😀"]
 BAD_KEYS = [*MALFORMED, "' OR '1'='1", "SO-1'; DROP TABLE journal; --", "1 OR 1=1", "%", "_",
             "*", "B26%", "ERP-1'--"]
-
-
-@contextmanager
-def running(kind: str, tmp_path: Path) -> Iterator[Stack]:
-    settings, databases = stack_settings(kind, tmp_path)
-    init(settings, seed=True)
-    runtime = Runtime.open(settings)
-    daemon = Daemon(runtime, [p for p in build_parts(runtime) if p.name in SYNC_PARTS])
-    daemon.prepare()
-    daemon.start()
-    built = Stack(kind, settings, runtime, daemon)
-    try:
-        yield built
-    finally:
-        built.daemon.shutdown()
-        runtime.close()
-        if settings.broker_url is not None:
-            delete_test_queues(settings.queue_prefix)
-            delete_test_queues(settings.exchange)
-        for db in databases:
-            db.drop_all()
 
 
 @pytest.fixture(params=["embedded", "real"])
@@ -227,9 +205,14 @@ def test_a_conflict_shows_both_values_and_the_winner(stack: Stack) -> None:
     erp.comment(doc, "plant says")
     restart(stack)
     result = traced(stack, number, lambda t: bool(t.conflicts), "the conflict")
-    # Each applier that meets the conflict records it (one or both, as the timing falls).
+    # Let both appliers meet it (the CRM's change in the ERP, the ERP's in the CRM): it is
+    # recorded once all the same.
+    wait_for(lambda: sum(e.event == "applied" and e.type == "order.changed"
+                         for e in trace(stack.runtime.store, number).events) >= 3, 30,
+             "both changes applied")
+    result = trace(stack.runtime.store, number, systems=systems(stack))
     notes = [c for c in result.conflicts if c.field == "notes"]
-    assert notes and len(notes) == len(result.conflicts)
+    assert len(notes) == 1 and len(result.conflicts) == 1
     for found in notes:
         assert (found.crm_value, found.erp_value, found.base_value, found.winner, found.key) == (
             "sales says", "plant says", "first", "crm", number)
@@ -318,3 +301,94 @@ def test_the_command_prints_the_timeline_or_json_and_exits_1_for_unknown_keys(
         assert "nothing known about 'SO-0000-000000'" in unknown.stdout
         injected = hub("trace", "' OR 1=1 --", "--json")
         assert injected.returncode == 1 and json.loads(injected.stdout)["found"] is False
+
+
+@pytest.fixture(params=["embedded", "real"])
+def certified(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    """The sync and the certificate service's applier."""
+    with running(request.param, tmp_path, (*SYNC_PARTS, "certificates")) as built:
+        yield built
+
+
+def test_an_order_is_traced_from_the_crm_to_its_certificate_downloaded(
+        certified: Stack) -> None:
+    stack = certified
+    order_id = stack.sales().submit_order(stack.account(), [LINE])
+    doc = synced(stack, order_id).DocEntry
+    number = crm_row(stack, order_id).order_number
+    stack.erp_user().confirm(doc)
+    wait_for(lambda: crm_row(stack, order_id).status == "confirmed", 30, "confirmed")
+    stack.erp_user().deliver(doc, [(0, D("1200"), "B2611-0001")])
+    traced(stack, "B2611-0001", lambda t: any(e.event == "certificate" and e.outcome == "issued"
+                                              for e in t.events), "the certificate issued")
+    with stack.runtime.store.begin() as conn:
+        _, customer = ApiTokens.create(conn, CUSTOMER, "C00042")
+        _, staff = ApiTokens.create(conn, STAFF, "ops-dora")
+    with served(create_app(stack.runtime)) as http:
+        pdf = http.get("/api/v1/certificates/B2611-0001/pdf",
+                       headers={"Authorization": f"Bearer {customer}"})
+        assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+        wait_for(lambda: crm_row(stack, order_id).status == "shipped", 30, "shipped")
+        result = traced(stack, number, lambda t: any(
+            is_("applied", "delivery.posted", "crm")(t_e) for t_e in t.events),
+            "the delivery in the CRM")
+        answer = http.get(f"/api/v1/trace/{number}",
+                          headers={"Authorization": f"Bearer {staff}"})
+        assert answer.status_code == 200
+        over_http = answer.json()
+
+    events = result.events
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    steps = [
+        first(events, "the CRM change", is_("published", "order.changed", "crm")),
+        first(events, "the ERP write", is_("applied", "order.changed", "erp")),
+        first(events, "the ERP's answer", is_("published", "order.status", "erp")),
+        first(events, "the answer in the CRM", is_("applied", "order.status", "crm")),
+        first(events, "the delivery with its batch", is_("observed", "delivery.posted", "erp")),
+        first(events, "the delivery published", is_("published", "delivery.posted", "erp")),
+        first(events, "the certificate issued",
+              lambda e: e.event == "certificate" and e.outcome == "issued"),
+        first(events, "the certificate downloaded", lambda e: e.event == "downloaded"),
+    ]
+    # The ERP's answer leaves (outbox) inside the ERP write, before its "applied" entry.
+    assert steps[0] < steps[1] and steps[0] < steps[2] and steps[2:] == sorted(steps[2:]), \
+        "\n".join(f"{e.at} {e.event} {e.summary}" for e in events)
+    crm_change, delivery = events[steps[0]], events[steps[4]]
+    assert crm_change.detail["body"]["order"]["lines"][0]["product_code"] == "ETAC-99"
+    assert "1 line(s)" in crm_change.summary, "what was sent"
+    assert [b["batch"] for b in delivery.detail["batches"]] == ["B2611-0001"]
+    issued, downloaded = events[steps[6]], events[steps[7]]
+    assert issued.key == "B2611-0001" and issued.detail["customer"] == "C00042"
+    assert downloaded.key == "B2611-0001" and downloaded.detail["by"] == "C00042"
+    assert downloaded.detail["certificates"] == [{
+        "number": issued.detail["number"], "version": 1, "customer": "C00042"}]
+    assert f"{issued.detail['number']} v1 downloaded as pdf (en) by customer C00042" in \
+        downloaded.summary
+    assert any(is_("applied", "delivery.posted", "crm")(e) for e in events)
+
+    # The API's trace is the same timeline.
+    assert [(e["event"], e["message_id"]) for e in over_http["events"]] == [
+        (e.event, e.message_id) for e in events][:len(over_http["events"])]
+    assert "downloaded" in [e["event"] for e in over_http["events"]]
+
+    # And so is the command's, in time order.
+    env = hub_env(HUB_DATABASE_URL=stack.settings.database,
+                  **{f"HUB_{s.upper()}_URL": stack.settings.system_url(s)
+                     for s in ("crm", "erp", "lims")})
+    shown = subprocess.run([sys.executable, "-m", "hub", "trace", number], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    wanted = ["CRM order change (order.changed) published",
+              "ERP's answer (order.status) published", "applied by crm-applier",
+              "observed       delivery", "ERP delivery (delivery.posted) published",
+              f"certificate {issued.detail['number']} v1 issued",
+              f"certificate {issued.detail['number']} v1 downloaded"]
+    at = [next(i for i, ln in enumerate(lines) if w in ln) for w in wanted]
+    assert at == sorted(at), shown.stdout
+    stamps = [ln[:23] for ln in lines if ln[:4].isdigit()]
+    assert stamps == sorted(stamps)
+
+    # The batch's own trace shows the download as well.
+    batch = trace(stack.runtime.store, "B2611-0001")
+    assert any(e.event == "downloaded" for e in batch.events)

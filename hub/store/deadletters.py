@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
@@ -16,6 +17,9 @@ from hub.store.tables import dead_letter
 from hub.store.types import utcnow
 
 __all__ = ["DeadLetter", "DeadLetters", "NewDeadLetter", "body_from_text", "body_to_text"]
+
+#: The largest id a BIGINT column holds.
+_MAX_ID = 2**63 - 1
 
 def body_to_text(body: bytes) -> tuple[str, str | None]:
     """A body as text for a TEXT column; bytes that are not UTF-8 are kept as base64."""
@@ -75,10 +79,11 @@ class DeadLetters:
         """Store ``letters``; a message already dead in the same queue is not stored twice."""
         added = 0
         for letter in letters:
+            message_id = letter.message_id[:36]  # a foreign message's id may be longer
             exists = conn.execute(
                 select(dead_letter.c.id).where(
                     dead_letter.c.queue == letter.queue,
-                    dead_letter.c.message_id == letter.message_id,
+                    dead_letter.c.message_id == message_id,
                     dead_letter.c.status == "dead",
                 )
             ).first()
@@ -90,7 +95,7 @@ class DeadLetters:
                 headers[H_BODY_ENCODING] = encoding
             conn.execute(
                 dead_letter.insert().values(
-                    message_id=letter.message_id[:36],
+                    message_id=message_id,
                     queue=letter.queue,
                     routing_key=letter.routing_key,
                     type=(letter.type or None) and letter.type[:40],
@@ -118,6 +123,22 @@ class DeadLetters:
         return [_row(r) for r in conn.execute(query).mappings()]
 
     @staticmethod
+    def matching(
+        conn: Connection, *, queue: str | None = None, error_code: str | None = None,
+        type: str | None = None, key: str | None = None, limit: int = 100,
+    ) -> builtins.list[int]:
+        """Ids of the dead letters still dead that match every criterion given, oldest
+        first (so a bulk replay keeps each key's order)."""
+        query = select(dead_letter.c.id).where(dead_letter.c.status == "dead")
+        for column, wanted in ((dead_letter.c.queue, queue),
+                               (dead_letter.c.error_code, error_code),
+                               (dead_letter.c.type, type),
+                               (dead_letter.c.correlation_key, key)):
+            if wanted is not None:
+                query = query.where(column == wanted)
+        return [int(r.id) for r in conn.execute(query.order_by(dead_letter.c.id).limit(limit))]
+
+    @staticmethod
     def count(conn: Connection, *, status: str = "dead") -> int:
         return int(
             conn.execute(
@@ -127,6 +148,9 @@ class DeadLetters:
 
     @staticmethod
     def get(conn: Connection, letter_id: int) -> DeadLetter | None:
+        """The dead letter ``letter_id``; None when there is none (or it cannot be an id)."""
+        if not _plausible_id(letter_id):
+            return None
         row = conn.execute(select(dead_letter).where(dead_letter.c.id == letter_id)).mappings()
         found = row.first()
         return _row(found) if found else None
@@ -136,12 +160,20 @@ class DeadLetters:
         conn: Connection, letter_id: int, *, status: str, by: str, note: str | None = None
     ) -> bool:
         """Mark a dead letter replayed or discarded; False if it was not dead any more."""
+        if not _plausible_id(letter_id):
+            return False
         result = conn.execute(
             update(dead_letter)
             .where(dead_letter.c.id == letter_id, dead_letter.c.status == "dead")
             .values(status=status, resolved_at=utcnow(), resolved_by=by, note=note)
         )
         return bool(result.rowcount)
+
+
+def _plausible_id(letter_id: int) -> bool:
+    # Ids are BIGINT: a larger number would be a driver error (SQLite: OverflowError, which
+    # is not even a database error), not "no such dead letter".
+    return 0 < letter_id <= _MAX_ID
 
 
 def _row(row: Any) -> DeadLetter:

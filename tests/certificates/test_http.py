@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from hub.http.app import create_app
-from hub.store.tables import api_token, certificate, entitlement
+from hub.store.tables import api_token, certificate, entitlement, journal
 from hub.tokens import CUSTOMER, STAFF, ApiTokens
 from tests.certificates.kit import pdftotext
 from tests.certificates.world import HUAYI, RHEINLAND, STACKS, World, served, sha256, world
@@ -251,7 +252,8 @@ def test_versions_and_the_verification_page(w: World, client: httpx.Client) -> N
     assert "Current" not in superseded.text
     v2 = w.service.find("B2611-0001", HUAYI)
     assert v2 is not None and "Current" in client.get(f"/verify/{v2.verify_token}").text
-    for token in ("nope", v1.verify_token[:-1] + "A", "COA-B2611-0001-C00042",
+    for token in ("nope", v1.verify_token[:-1] + ("B" if v1.verify_token.endswith("A") else "A"),
+                  "COA-B2611-0001-C00042",
                   "' OR 1=1 --", "{{7*7}}", "x" * 300):
         unknown = client.get(f"/verify/{quote(token, safe='')}")
         assert unknown.status_code == 404, token
@@ -273,3 +275,37 @@ def test_the_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
             assert client.get(f"{BASE}/B2611-0001", headers=other).status_code == 404
             pages = [client.get("/verify/unknown-token-0000").status_code for _ in range(6)]
             assert pages == [404] * 5 + [429]
+
+
+def test_every_certificate_served_is_journaled_with_who_and_which(
+    w: World, client: httpx.Client,
+) -> None:
+    w.deliver(HUAYI, "B2611-0001")
+    huayi, staff = _token(w, CUSTOMER, HUAYI), _token(w, STAFF, "ops-emil")
+    assert client.get(f"{BASE}/B2611-0001", headers=huayi).status_code == 200
+    pdf = client.get(f"{BASE}/B2611-0001/pdf?lang=zh", headers=huayi)
+    assert pdf.status_code == 200
+    again = client.get(f"{BASE}/B2611-0001/pdf?lang=zh",
+                       headers={**huayi, "If-None-Match": pdf.headers["etag"]})
+    assert again.status_code == 304
+    assert client.get(f"{BASE}/B2611-0001/pdf?customer={HUAYI}&version=1",
+                      headers=staff).status_code == 200
+    not_theirs = _token(w, CUSTOMER, RHEINLAND)
+    assert client.get(f"{BASE}/B2611-0001/pdf", headers=not_theirs).status_code == 404
+    with w.runtime.store.begin() as conn:
+        rows = conn.execute(select(journal).where(journal.c.event == "downloaded")
+                            .order_by(journal.c.id)).all()
+    assert [(r.type, r.outcome, r.correlation_key) for r in rows] == [
+        ("certificate.json", "served", "B2611-0001"),
+        ("certificate.pdf", "served", "B2611-0001"),
+        ("certificate.pdf", "not_modified", "B2611-0001"),
+        ("certificate.pdf", "served", "B2611-0001"),
+    ], "what was served, and nothing for a refusal"
+    details = [json.loads(r.detail) for r in rows]
+    assert [(d["by"], d["by_kind"], d.get("lang")) for d in details] == [
+        (HUAYI, "customer", None), (HUAYI, "customer", "zh"), (HUAYI, "customer", "zh"),
+        ("ops-emil", "staff", "en")]
+    assert all(d["customer"] == HUAYI for d in details)
+    assert details[1]["certificates"] == [
+        {"number": "COA-B2611-0001-C00042", "version": 1, "customer": HUAYI}]
+    assert "token" not in json.dumps(details), "who, never the token"
