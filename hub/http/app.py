@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -22,6 +24,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     app = FastAPI(title="Integration hub", version=__version__)
     registry = CollectorRegistry()
     registry.register(HubCollector(runtime))
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed(request: Request, exc: RequestValidationError) -> Response:
+        """A path key that cannot be one (``/dead-letters/1 OR 1=1``) names nothing: the same
+        404 as a key that does not exist. Bad query parameters stay 422."""
+        if any(error.get("loc", ("",))[0] == "path" for error in exc.errors()):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        return await request_validation_exception_handler(request, exc)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -57,4 +67,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from hub.http.ops import add_ops_routes
 
     add_ops_routes(app, runtime)
+    from hub.http.dashboard import add_dashboard_routes
+
+    add_dashboard_routes(app, runtime)
     return app
