@@ -8,11 +8,13 @@ only ever shown through :func:`mask_url`.
 
 from __future__ import annotations
 
+import re
+import ssl
 from pathlib import Path
-from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, Literal
+from urllib.parse import quote_plus, unquote_plus, urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EMBEDDED_BROKER", "Settings", "mask_url"]
@@ -20,17 +22,36 @@ __all__ = ["EMBEDDED_BROKER", "Settings", "mask_url"]
 EMBEDDED_BROKER = "embedded://"
 
 
+#: ``user:password@`` after the scheme. The password runs to the first ``@``, as SQLAlchemy
+#: reads it, so one with an unencoded ``/``, ``?`` or ``#`` is masked in full too.
+_USERINFO = re.compile(r"^(?P<head>[A-Za-z][\w+.-]*://[^:/@?#]*):[^@]*@")
+#: Query parameters that carry a password (libpq's ``password``, ODBC's ``PWD`` ...).
+_SECRET_PARAMS = frozenset({"password", "passwd", "pwd", "pass", "sslpassword"})
+#: ``PWD=...`` / ``Password=...`` inside an ODBC connection string (``odbc_connect``).
+_ODBC_SECRET = re.compile(r"(?i)((?:^|;)\s*(?:pwd|password)\s*=\s*)(\{[^}]*\}?|[^;]*)")
+
+
 def mask_url(url: str) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to log or print)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """Return ``url`` with every password replaced by ``***`` (safe to log or print): the
+    one after the user name, and any in query parameters or an ODBC connection string."""
+    masked = _USERINFO.sub(r"\g<head>:***@", url, count=1)
+    base, sep, query = masked.partition("?")
+    if not sep:
+        return masked
+    fragment = ""
+    if "#" in query:
+        query, fragment = query.split("#", 1)
+        fragment = "#" + fragment
+    pairs = []
+    for pair in query.split("&"):
+        key, eq, value = pair.partition("=")
+        name = unquote_plus(key).strip().lower()
+        if eq and name in _SECRET_PARAMS:
+            value = "***"
+        elif eq and name == "odbc_connect":
+            value = quote_plus(_ODBC_SECRET.sub(r"\g<1>***", unquote_plus(value)), safe="*")
+        pairs.append(key + eq + value)
+    return base + sep + "&".join(pairs) + fragment
 
 
 class Settings(BaseSettings):
@@ -43,18 +64,36 @@ class Settings(BaseSettings):
     var_dir: Path = Field(Path("var"), description="Where embedded defaults keep their files.")
     database_url: SecretStr | None = Field(None, description="The hub's store (SQLAlchemy URL).")
     broker_url: SecretStr | None = Field(None, description="AMQP URL, or embedded:// (default).")
+    broker_ca_file: Path | None = Field(
+        None, description="amqps://: the CA bundle (PEM) that signed the broker's certificate; "
+        "default the system's CAs. The broker's host name is always checked.")
+    broker_cert_file: Path | None = Field(
+        None, description="amqps://: this hub's client certificate (PEM), for brokers that "
+        "require one (mutual TLS; with HUB_BROKER_KEY_FILE).")
+    broker_key_file: Path | None = Field(
+        None, description="amqps://: the client certificate's private key (PEM, unencrypted).")
     crm_url: SecretStr | None = Field(None, description="CRM database (SQLAlchemy URL).")
     erp_url: SecretStr | None = Field(None, description="ERP database (SQLAlchemy URL).")
     lims_url: SecretStr | None = Field(None, description="LIMS database (SQLAlchemy URL).")
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=0, le=65535)
     poll_interval: float = Field(1.0, gt=0, description="Seconds between polls of a source.")
+    watermark_overlap: float = Field(
+        10.0, gt=0, description="Seconds every poll reads back, for changes committed late.")
+    watermark_sweep: float = Field(
+        300.0, ge=0, description="Seconds a poll reads back once a minute (keys only), for "
+        "changes committed later than the overlap; a change committed later still is missed.")
     public_url: str | None = Field(
         None, description="Base of public links (certificate verification); default the HTTP "
         "service's own http://{http_host}:{http_port}.")
     rate_limit: int = Field(
         120, ge=0, description="API requests per token (verify pages: per client) per minute; "
         "0 turns the limit off.")
+
+    session_secret: SecretStr | None = Field(
+        None, description="Key that signs the operations dashboard's session cookies; by "
+        "default a random key kept in {var_dir}/ops-session.key (every HTTP process that "
+        "shares sessions must share the key).")
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = Field(
@@ -85,6 +124,18 @@ class Settings(BaseSettings):
     retention_days: int = Field(30, ge=1, description="How long journal and inbox rows are kept.")
     shutdown_grace: float = Field(15.0, gt=0, description="Seconds parts get to stop cleanly.")
 
+    @field_validator("broker_ca_file", "broker_cert_file", "broker_key_file")
+    @classmethod
+    def _tls_needs_amqps(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        # A field validator, not a model one: a model's error would show every input, the
+        # broker URL's password too.
+        broker = info.data.get("broker_url")
+        url = broker.get_secret_value().strip() if isinstance(broker, SecretStr) else ""
+        if value is not None and not url.startswith("amqps://"):
+            raise ValueError(f"HUB_{(info.field_name or '').upper()} needs an amqps:// "
+                             "HUB_BROKER_URL")
+        return value
+
     @field_validator("retry_delays", mode="before")
     @classmethod
     def _split_delays(cls, value: object) -> object:
@@ -106,6 +157,23 @@ class Settings(BaseSettings):
     def broker(self) -> str:
         """The bus URL, ``embedded://`` when none is configured."""
         return self._secret(self.broker_url) or EMBEDDED_BROKER
+
+    def broker_tls(self) -> dict[str, Any] | None:
+        """py-amqp's TLS options for an ``amqps://`` broker (None for anything else): the
+        broker's certificate must chain to the CA file (or a system CA) and name its host."""
+        if not self.broker.startswith("amqps://"):
+            return None
+        options: dict[str, Any] = {
+            "cert_reqs": ssl.CERT_REQUIRED,
+            # Setting the server name also turns on py-amqp's host name check.
+            "server_hostname": urlsplit(self.broker).hostname or None,
+        }
+        if self.broker_ca_file is not None:
+            options["ca_certs"] = str(self.broker_ca_file)
+        if self.broker_cert_file is not None:
+            options["certfile"] = str(self.broker_cert_file)
+            options["keyfile"] = str(self.broker_key_file or self.broker_cert_file)
+        return options
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -41,6 +41,9 @@ __all__ = ["INTEGRATION_STATUSES", "CrmOrders", "OrderRow"]
 
 #: What ``changes`` carries per order: the order, or why its row is not a valid order.
 OrderRow = Order | InvalidMessage
+#: What a driver's or SQLAlchemy's conversion of a stored value raises when the value is not
+#: of its column's type.
+_UNREADABLE = (TypeError, ValueError, ArithmeticError)
 
 #: The values the hub writes into ``crm_order.integration_status``.
 INTEGRATION_STATUSES = ("pending", "synced", "error")
@@ -111,8 +114,22 @@ class CrmOrders:
 
     def load(self, conn: Connection, changes: Sequence[Change[Any]]) -> list[Change[OrderRow]]:
         """``changes`` with their orders read (two queries); an order gone since is left out.
-        A change carries the version it was read at, which may be newer than the listed one."""
-        ids = [c.key for c in changes]
+        A change carries the version it was read at, which may be newer than the listed one.
+        An order holding a value its column's type cannot read (SQLite keeps text in a
+        numeric or date column) comes back with an InvalidMessage, like an invalid order."""
+        try:
+            headers, lines = self._read_many(conn, [c.key for c in changes])
+        except _UNREADABLE:
+            found = [self._load_one(conn, c) for c in changes]
+            return [c for c in found if c is not None]
+        return [
+            Change(key=c.key, version=str(h["version"]), changed_at=h["modified_at"],
+                   row=self._build_or_problem(h, lines[c.key]))
+            for c in changes if (h := headers.get(c.key)) is not None
+        ]
+
+    def _read_many(self, conn: Connection, ids: Sequence[str]
+                   ) -> tuple[dict[str, RowMapping], dict[str, list[RowMapping]]]:
         with db_errors("read changed CRM orders"):
             headers = {h["order_id"]: h for h in conn.execute(
                 self._headers().where(crm_order.c.order_id.in_(ids))).mappings()}
@@ -123,11 +140,27 @@ class CrmOrders:
                     .order_by(crm_order_line.c.order_id, crm_order_line.c.line_no)
                 ).mappings():
                     lines[line["order_id"]].append(line)
-        return [
-            Change(key=c.key, version=str(h["version"]), changed_at=h["modified_at"],
-                   row=self._build_or_problem(h, lines[c.key]))
-            for c in changes if (h := headers.get(c.key)) is not None
-        ]
+        return headers, lines
+
+    def _load_one(self, conn: Connection, change: Change[Any]) -> Change[OrderRow] | None:
+        try:
+            headers, lines = self._read_many(conn, [change.key])
+        except _UNREADABLE as exc:
+            with db_errors(f"read CRM order {change.key}"):
+                number = conn.execute(select(crm_order.c.order_number).where(
+                    crm_order.c.order_id == change.key)).scalar()
+            problem = InvalidMessage(
+                f"order {str(number or change.key)[:40]}: a value stored in the order cannot "
+                f"be read ({str(exc)[:200]})")
+            problem.__cause__ = exc
+            return Change(key=change.key, version=change.version, changed_at=change.changed_at,
+                          row=problem)
+        header = headers.get(change.key)
+        if header is None:
+            return None
+        return Change(key=change.key, version=str(header["version"]),
+                      changed_at=header["modified_at"],
+                      row=self._build_or_problem(header, lines[change.key]))
 
     # -- writing -------------------------------------------------------------------------
 
@@ -268,6 +301,14 @@ class CrmOrders:
             return exc
         except MappingError as exc:
             problem = InvalidMessage(str(exc))
+            problem.__cause__ = exc
+            return problem
+        except (TypeError, ValueError, AttributeError, ArithmeticError) as exc:
+            # A value of the wrong kind where the schema promised another (SQLite keeps a
+            # BLOB in a text column): this order cannot be read, the others still can.
+            number = header.get("order_number") or header.get("order_id")
+            problem = InvalidMessage(f"order {str(number)[:40]}: a field holds a value of the "
+                                     f"wrong type ({type(exc).__name__})")
             problem.__cause__ = exc
             return problem
 

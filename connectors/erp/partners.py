@@ -23,7 +23,7 @@ from connectors.erp.common import (
     validated,
 )
 from connectors.erp.schema import ocrd
-from hub.errors import ForbiddenTransition, MappingError
+from hub.errors import ForbiddenTransition, InvalidMessage, MappingError
 from hub.mapping import EntityMapping, SystemMapping, load_mapping
 from hub.model.records import Party
 from hub.store.types import utcnow
@@ -95,16 +95,21 @@ class ErpPartners:
         lower: dt.datetime | None,
         after: tuple[dt.datetime, str] | None,
         limit: int,
-    ) -> list[Change[Party]]:
+    ) -> list[Change[Party | InvalidMessage]]:
         """Customers by ``(UpdateDate, CardCode)`` (the :data:`hub.watermark.Fetch`
-        contract; codes compare as the database's collation orders them)."""
+        contract; codes compare as the database's collation orders them). A partner that
+        cannot be expressed canonically comes back with the InvalidMessage as its row, so
+        one bad partner cannot stall the stream (nor the ERP's other streams)."""
         with db_errors("ERP: list changed business partners"):
             changed = changed_rows(conn, ocrd, ocrd.c.CardCode, lower, after, limit,
                                    ocrd.c.CardType == _CUSTOMER)
-            parties: dict[str, Party] = {}
+            parties: dict[str, Party | InvalidMessage] = {}
             for chunk in chunked([code for code, _ in changed]):
                 for row in conn.execute(select(ocrd).where(ocrd.c.CardCode.in_(chunk))):
-                    parties[row.CardCode] = self._canonical(row)
+                    try:
+                        parties[row.CardCode] = self._canonical(row)
+                    except MappingError as exc:
+                        parties[row.CardCode] = InvalidMessage(str(exc))
         return as_changes(changed, parties, str)
 
     def _update(self, conn: Connection, row: Row[Any], code: str, columns: dict[str, Any]) -> None:

@@ -310,7 +310,7 @@ def insert_many_with_doc_nums(
         raise
     savepoint.commit()
     entries = dict(conn.execute(select(table.c.DocNum, table.c.DocEntry).where(
-        table.c.DocNum.between(numbers[0], numbers[-1]))).tuples().all())
+        table.c.DocNum.between(numbers[0], numbers[-1]))).all())
     return [(int(entries[n]), n) for n in numbers]
 
 

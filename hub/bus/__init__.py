@@ -25,4 +25,5 @@ def open_bus(settings: Settings, store: Store) -> Bus:
         delivery_limit=settings.delivery_limit, prefetch=settings.prefetch,
         batch_size=settings.batch_size, publish_timeout=settings.publish_timeout,
         connect_timeout=settings.connect_timeout, heartbeat=settings.heartbeat,
+        tls=settings.broker_tls(),
     )

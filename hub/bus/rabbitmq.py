@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from amqp import exceptions as amqp_exc
@@ -48,7 +48,8 @@ class RabbitBus(Bus):
     """A :class:`~hub.bus.base.Bus` on RabbitMQ (3.10+), through kombu's py-amqp transport.
 
     ``store`` receives the journal and the dead letters. Names of the dead-letter exchange and
-    queue follow ``exchange`` (see :meth:`Topology.for_exchange`) unless given.
+    queue follow ``exchange`` (see :meth:`Topology.for_exchange`) unless given. ``tls``: py-amqp's
+    TLS options for an ``amqps://`` URL (:meth:`hub.settings.Settings.broker_tls`).
     """
 
     def __init__(
@@ -67,8 +68,10 @@ class RabbitBus(Bus):
         linger: float = 0.05,
         dead_letter_exchange: str | None = None,
         dead_letter_queue: str | None = None,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
+        self.tls = dict(tls) if tls is not None else None
         self.store = store
         self.topology = Topology.for_exchange(
             exchange, retry_delays=tuple(retry_delays), delivery_limit=delivery_limit,
@@ -96,7 +99,7 @@ class RabbitBus(Bus):
     def _link(self) -> Link:
         return Link(
             self.url, connect_timeout=self.connect_timeout, heartbeat=self.heartbeat,
-            io_timeout=max(self.connect_timeout, self.publish_timeout),
+            io_timeout=max(self.connect_timeout, self.publish_timeout), tls=self.tls,
         )
 
     def _open_publisher(self) -> Publisher:

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import amqp
@@ -47,12 +47,16 @@ class Link:
     :class:`PermanentError` for a URL that is not AMQP 0-9-1."""
 
     def __init__(
-        self, url: str, *, connect_timeout: float, heartbeat: int, io_timeout: float
+        self, url: str, *, connect_timeout: float, heartbeat: int, io_timeout: float,
+        tls: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = url
         self.heartbeat = heartbeat
         self._client: Any = _KombuConnection(
             url,  # amqp:// and amqps:// both mean kombu's py-amqp transport
+            # amqps:// alone verifies the certificate chain but not the host name: the
+            # options name the host (and the CA and client certificate, when configured).
+            ssl=dict(tls) if tls else False,
             connect_timeout=connect_timeout,
             heartbeat=heartbeat,
             # Socket-level timeouts bound every RPC py-amqp waits for without a timeout.

@@ -147,11 +147,17 @@ def decode(body: bytes | str) -> Message:
         message: Message = _ADAPTER.validate_json(body)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}"
-            for err in exc.errors()[:5]
+            _clip(f"{'.'.join(str(p) for p in err['loc']) or 'message'}: {err['msg']}")
+            for err in exc.errors(include_url=False)[:5]
         )
         raise InvalidMessage(f"message does not match the canonical model: {problems}") from exc
     return message
+
+
+def _clip(problem: str, limit: int = 300) -> str:
+    # Pydantic quotes the offending input: a megabyte of it must not become the reason
+    # stored with a dead letter (or shown to a sales person).
+    return problem if len(problem) <= limit else problem[:limit - 3] + "..."
 
 
 def partition_of(key: str, partitions: int) -> int:
