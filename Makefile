@@ -1,5 +1,5 @@
 # The two commands of the README's Quickstart, and a few more for development.
-.PHONY: setup run test lint bench
+.PHONY: setup run test lint bench faults
 
 setup:
 	@scripts/setup.sh
@@ -22,3 +22,7 @@ bench: setup  ## the benchmarks, each beside its naive baseline (see docs/benchm
 	.venv/bin/python -m bench.bus
 	.venv/bin/python -m bench.orders
 	.venv/bin/python -m bench.certificates
+
+faults: setup  ## the full fault run on private servers (see docs/reliability.md), ~15 min
+	.venv/bin/python -m tests.faults --orders 20000 --rate 30 --broker-restarts 10 --kills 20 \
+		--mariadb-outages 2 --pg-restarts 1 --memory-alarms 1

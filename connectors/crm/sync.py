@@ -43,7 +43,7 @@ from hub.sync.orders import (
     remember_source,
     remember_written,
 )
-from hub.sync.parts import Applier, Poller, Stream
+from hub.sync.parts import Applier, Poller, Stream, reject_source_row
 from hub.sync.state import Side, SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
@@ -78,7 +78,8 @@ class CrmPoller(Poller):
         out: list[Message] = []
         for change in changes:
             if isinstance(change.row, InvalidMessage):
-                log.warning("CRM account not synced: %s", change.row)
+                # The account table has no status column: the reason goes to dead letters.
+                reject_source_row(hub, "crm.party.changed", change, change.row)
                 continue
             party = change.row
             cid = Xref.resolve(hub, "party", crm=party.crm_id, erp=party.erp_code)
@@ -86,7 +87,8 @@ class CrmPoller(Poller):
             if state.exists and state.side("crm").fields == party_fields(party):
                 continue
             out.append(PartyChanged(correlation_key=party.number, source="crm",
-                                    source_version=change.version, party=party))
+                                    source_version=change.version, party=party,
+                                    occurred_at=change.changed_at))
         return out
 
     def _order_messages(self, hub: Connection, _crm: Connection,
@@ -96,8 +98,9 @@ class CrmPoller(Poller):
         orders: list[Order] = [c.row for c in changes if not isinstance(c.row, InvalidMessage)]
         cids = Xref.resolve_many(hub, "order", [{"crm": o.crm_id} for o in orders])
         states = SyncState.load_many(hub, "order", cids)
-        versions = [c.version for c in changes if not isinstance(c.row, InvalidMessage)]
-        for order, cid, version in zip(orders, cids, versions, strict=True):
+        versions = [(c.version, c.changed_at) for c in changes
+                    if not isinstance(c.row, InvalidMessage)]
+        for order, cid, (version, changed_at) in zip(orders, cids, versions, strict=True):
             state = states[cid]
             known = state.side("crm").fields
             if state.exists and all(known.get(k) == v for k, v in project(order, TO_ERP).items()):
@@ -105,7 +108,8 @@ class CrmPoller(Poller):
             if state.exists and refused_before(state.side(REFUSED), order):
                 continue  # the ERP refused this content already; the CRM shows why
             out.append(OrderChanged(correlation_key=order.order_number or order.crm_id or "?",
-                                    source="crm", source_version=version, order=order))
+                                    source="crm", source_version=version, order=order,
+                                    occurred_at=changed_at))
         self._rejected.extend(rejected)
         return out
 
@@ -247,26 +251,51 @@ class CrmApplier(Applier):
         """Answers to different orders in one CRM transaction; any failure fails them all
         (and they are applied again one by one)."""
         orders = CrmOrders()
+        stale = self._overtaken(messages)
         with self.runtime.system("crm").begin() as crm:
-            versions = [self._write_answer(crm, orders, message) for message in messages]
+            versions = [self._write_answer(crm, orders, message, keep_status=overtaken)
+                        for message, overtaken in zip(messages, stale, strict=True)]
             with self.runtime.store.begin() as hub:
                 cids = Xref.resolve_many(hub, "order", [{"crm": order_id}
                                                         for order_id, _ in versions])
                 states = SyncState.load_many(hub, "order", cids)
-                for message, (_, version), cid in zip(messages, versions, cids, strict=True):
+                for message, (_, version), cid, overtaken in zip(messages, versions, cids,
+                                                                 stale, strict=True):
                     state = states[cid]
-                    remember_written(state.side("crm"), str(version),
-                                     {k: v for k, v in {"erp_doc_num": message.erp_doc_num,
-                                                        "status": message.status}.items()
-                                      if v is not None})
+                    # An error note is not content: the order's CRM version it carries must
+                    # not make a replay of the refused change look stale to the ERP applier.
+                    written = {"erp_doc_num": message.erp_doc_num,
+                               "status": None if overtaken else message.status}
+                    remember_written(state.side("crm"),
+                                     None if message.integration_status == "error"
+                                     else str(version),
+                                     {k: v for k, v in written.items() if v is not None})
                 SyncState.save_many(hub, list(states.values()))
         with self.runtime.store.begin() as hub:
             Inbox.claim(hub, self.name, [str(m.message_id) for m in messages])
         return [None] * len(messages)
 
+    def _overtaken(self, messages: Sequence[OrderStatusChanged]) -> list[bool]:
+        """Which answers carry a status older than an ERP change of the same order that the
+        CRM already has: an answer retried (a CRM or hub store outage) can arrive after the
+        ERP's own later change, and must not put the older status back."""
+        keyed = [(i, m) for i, m in enumerate(messages)
+                 if m.crm_id and m.status is not None and m.integration_status != "error"]
+        stale = [False] * len(messages)
+        if not keyed:
+            return stale
+        with self.runtime.store.begin() as hub:
+            cids = Xref.resolve_many(hub, "order", [{"crm": m.crm_id} for _, m in keyed])
+            states = SyncState.load_many(hub, "order", cids)
+        for (index, message), cid in zip(keyed, cids, strict=True):
+            state = states[cid]
+            stale[index] = state.exists and older(message.source_version,
+                                                  state.side("erp").version)
+        return stale
+
     @staticmethod
-    def _write_answer(crm: Connection, orders: CrmOrders, message: OrderStatusChanged
-                      ) -> tuple[str, int]:
+    def _write_answer(crm: Connection, orders: CrmOrders, message: OrderStatusChanged,
+                      *, keep_status: bool = False) -> tuple[str, int]:
         order_id = message.crm_id or (
             orders.find_by_number(crm, message.order_number) if message.order_number
             else None)
@@ -275,7 +304,7 @@ class CrmApplier(Applier):
         fields: dict[str, Any] = {}
         if message.erp_doc_num is not None:
             fields["erp_doc_num"] = message.erp_doc_num
-        if message.status is not None:
+        if message.status is not None and not keep_status:
             fields["status"] = message.status
         version = orders.answer(crm, order_id, fields, message.integration_status,
                                 message.integration_message)

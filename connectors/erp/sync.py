@@ -92,13 +92,17 @@ class ErpPoller(Poller):
                         changes: Sequence[Change[Any]]) -> list[Message]:
         out: list[Message] = []
         for change in changes:
+            if isinstance(change.row, InvalidMessage):
+                reject_source_row(hub, "erp.party.changed", change, change.row)
+                continue
             party = change.row
             cid = Xref.resolve(hub, "party", erp=party.erp_code, crm=party.crm_id)
             state = SyncState.load(hub, "party", cid)
             if state.exists and state.side("erp").fields == party_fields(party):
                 continue  # the hub wrote it, or nothing the CRM cares about changed
             out.append(PartyChanged(correlation_key=party.number, source="erp",
-                                    source_version=change.version, party=party))
+                                    source_version=change.version, party=party,
+                                    occurred_at=change.changed_at))
         return out
 
     def _order_messages(self, hub: Connection, _erp: Connection,
@@ -121,7 +125,8 @@ class ErpPoller(Poller):
                                     for k, v in project(order, FROM_ERP).items()):
                 continue  # an echo of the hub's own write, or nothing the CRM shows
             out.append(OrderChanged(correlation_key=order_key(order), source="erp",
-                                    source_version=change.version, order=order))
+                                    source_version=change.version, order=order,
+                                    occurred_at=change.changed_at))
         return out
 
     def _delivery_messages(self, hub: Connection, erp: Connection,
@@ -133,7 +138,8 @@ class ErpPoller(Poller):
             first = orders.read(erp, delivery.lines[0].order_doc_entry)
             key = order_key(first) if first else f"ERP-DLV-{delivery.doc_num}"
             out.append(DeliveryPosted(correlation_key=key, source="erp",
-                                      source_version=change.version, delivery=delivery))
+                                      source_version=change.version, delivery=delivery,
+                                      occurred_at=change.changed_at))
         record(hub, observed(out))  # the batches, for hub.trace (under order and batch keys)
         return out
 
@@ -272,12 +278,13 @@ class ErpApplier(Applier):
             answers: list[Message] = []
             for index, plan in enumerate(plans):
                 problem = failed.get(index)
-                if isinstance(problem, PermanentError):
+                if isinstance(problem, PermanentError) or (problem is not None
+                                                           and finals[index]):
                     self._remember_refusal(hub, plan)
                 if isinstance(problem, PermanentError) or (problem is not None
                                                            and finals[index]):
                     reason = str(problem) if isinstance(problem, PermanentError) else (
-                        f"the ERP could not be reached: {problem}")
+                        _gave_up(problem))
                     answers.append(self._error_answer(plan.message, reason))
                 elif index in written:
                     answers.append(self._answer(plan.message, written[index]))
@@ -328,6 +335,8 @@ class ErpApplier(Applier):
                 names = ALL_FIELDS if plan.wrote is None else plan.wrote
                 remember_written(state.side("erp"), version, project(after, names))
             remember_source(state.side("crm"), plan.message.source_version, order)
+            if doc is not None:
+                state.sides.pop(REFUSED, None)  # taken now: that content may come again
         insert_ignore(hub, id_xref, binds)
         SyncState.save_many(hub, [plan.state for plan, _ in written])
         for plan, (_, _, _, conflicts, _) in written:
@@ -338,8 +347,15 @@ class ErpApplier(Applier):
 
     @staticmethod
     def _remember_refusal(hub: Connection, plan: OrderPlan) -> None:
-        state = SyncState.load(hub, "order", plan.cid)
-        remember_refused(state.side(REFUSED), plan.message.source_version, plan.message.order)
+        order, cid = plan.message.order, plan.cid
+        if order.crm_id:
+            # An order the ERP never took has no cross-reference yet, and the CRM poller would
+            # look its refusal up under a new id: the hub's error note in the CRM (a new
+            # version) would send the refused content again, a dead letter on every poll.
+            Xref.bind(hub, "order", cid, crm=order.crm_id)
+            cid = Xref.resolve(hub, "order", crm=order.crm_id)
+        state = SyncState.load(hub, "order", cid)
+        remember_refused(state.side(REFUSED), plan.message.source_version, order)
         state.save(hub)
 
     @staticmethod
@@ -386,7 +402,7 @@ class ErpApplier(Applier):
             raise
         except HubError as exc:
             if final:
-                self._answer_error(message, f"the ERP could not be reached: {exc}")
+                self._answer_error(message, _gave_up(exc))
             raise
         with store.begin() as hub:
             Outbox.add(hub, [self._answer(message, result)],
@@ -464,3 +480,10 @@ class ErpApplier(Applier):
             Outbox.add(hub, [self._error_answer(message, reason)],
                        partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()
+
+
+def _gave_up(problem: HubError) -> str:
+    """Why an order did not reach the ERP after its last retry, for the CRM."""
+    if isinstance(problem, DependencyMissing):  # e.g. a customer the ERP never got
+        return f"{problem} (gave up waiting for it)"
+    return f"the ERP could not be reached: {problem}"

@@ -2,7 +2,8 @@
 
     <exchange> (topic) ──pattern──▶ <queue> (quorum, x-delivery-limit, DLX = <dlx>)
                                       ▲   │ consumer publishes a failed message to
-       expired after the delay ──────┘   ▼ <queue>.retry.<ms> (TTL = delay, DLX = "" → <queue>)
+       expired after the delay ──────┘   ▼ <queue>.delay.<ms> (quorum, TTL = delay, DLX = "" →
+                                           <queue>, at-least-once)
     <dlx> (fanout) ──▶ <dead-letters> ◀── the broker after too many deliveries; consumers for
                                            permanent errors; the relay moves them to the store
 
@@ -60,7 +61,9 @@ class Topology:
     # -- names -----------------------------------------------------------------------------
 
     def retry_queue(self, queue: str, delay: float) -> str:
-        return f"{queue}.retry.{_ms(delay)}"
+        # Not ".retry.<ms>": that name was a classic queue before (see declare_subscription),
+        # and a queue cannot change its type; an old one drains into <queue> by itself.
+        return f"{queue}.delay.{_ms(delay)}"
 
     def retry_queues(self, queue: str) -> list[str]:
         """One retry queue per distinct delay, shortest first."""
@@ -116,9 +119,16 @@ class Topology:
                 channel.queue_declare(
                     name, durable=True, exclusive=False, auto_delete=False,
                     arguments={
+                        # A classic queue dead-letters at most once: what expired while the
+                        # broker was down was dropped at its restart, before <queue> was back
+                        # (found by the fault suite). A quorum queue keeps each message until
+                        # <queue> has confirmed it (RabbitMQ >= 3.10: TTL and at-least-once).
+                        "x-queue-type": "quorum",
                         "x-message-ttl": _ms(delay),
                         "x-dead-letter-exchange": "",
                         "x-dead-letter-routing-key": queue,
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
                     },
                 )
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["READ_ONLY", "make_engine"]
@@ -44,12 +44,25 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5) -
         kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
     elif driver == "pyodbc":
         kwargs["connect_args"] = {"timeout": max(1, int(connect_timeout))}
+        if backend in ("mysql", "mariadb"):
+            parsed = _odbc_port(parsed)
     elif backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
     engine = create_engine(parsed, **kwargs)
     if backend in ("mysql", "mariadb") and driver == "pyodbc":
         _datetimes_as_text(engine)
     return engine
+
+
+def _odbc_port(url: URL) -> URL:
+    """Pass a MariaDB/MySQL port to the ODBC driver as ``Port=``.
+
+    SQLAlchemy's pyodbc connector writes host and port as ``Server=host,port`` (SQL Server's
+    form); MariaDB Connector/ODBC ignores the ``,port`` part and connects to 3306, i.e. to
+    another server, silently. ``Port`` in the query is handed to the driver as is."""
+    if url.port is None or any(key.lower() == "port" for key in url.query):
+        return url
+    return url.update_query_dict({"Port": str(url.port)})
 
 
 def _datetimes_as_text(engine: Engine) -> None:

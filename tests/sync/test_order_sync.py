@@ -17,7 +17,7 @@ from connectors.crm.schema import (
     crm_shipment,
     crm_shipment_line,
 )
-from connectors.erp.schema import ocrd, ordr, rdr1
+from connectors.erp.schema import ocrd, oitm, ordr, rdr1
 from hub.demo.people import Line
 from hub.replay import replay
 from hub.store.deadletters import DeadLetters
@@ -206,6 +206,22 @@ def test_unknown_item_is_an_error_the_sales_person_can_fix_and_replay(stack: Sta
     assert letters and "ETAC-99X" in letters[0].reason
     other = stack.sales().submit_order(stack.account(), LINES[:1])
     synced(stack, other)  # other orders keep flowing
+    # Refused once, not again on every poll: the hub's error note is a new CRM version of an
+    # order the ERP never took (it had no cross-reference, and each poll gave it a new id).
+    version = crm_row(stack, order_id).version
+    time.sleep(8 * stack.settings.poll_interval)
+    assert crm_row(stack, order_id).version == version
+    with stack.runtime.store.begin() as hub:
+        letters = [d for d in DeadLetters.list(hub) if d.correlation_key ==
+                   crm_row(stack, order_id).order_number]
+    assert len(letters) == 1, [d.reason for d in letters]
+
+    with stack.erp.begin() as conn:  # the item is created in the ERP; then a replay
+        conn.execute(oitm.insert().values(ItemCode="ETAC-99X", ItemName="Ethyl acetate X",
+                                          InvntryUom="kg", ManBtchNum="Y"))
+    outcome = replay(stack.runtime.store, stack.runtime.bus, [letters[0].id], by="ops")
+    assert [o.ok for o in outcome] == [True]
+    assert len(erp_lines(stack, synced(stack, order_id).DocEntry)) == 1
 
 
 def test_unknown_customer_is_an_error_until_the_customer_reaches_the_erp(stack: Stack) -> None:
