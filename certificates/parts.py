@@ -109,6 +109,8 @@ class CertificateWatcher(Part):
         super().__init__(runtime)
         self.service = service_for(runtime)
         self.watermark = Watermark("lims.certificates")
+        self.watermark.tune(overlap=runtime.settings.watermark_overlap,
+                            sweep=runtime.settings.watermark_sweep)
         self.tally: dict[str, int] = {"issued": 0, "blocked": 0}
 
     def run(self, stop: threading.Event) -> None:

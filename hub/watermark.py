@@ -5,13 +5,19 @@ plain "everything after the last timestamp I saw" misses two kinds of change: on
 late (its transaction began, and stamped the row, before our last poll but committed after)
 and one stamped in the same instant as the last row we saw. So every poll reads again from
 ``position - overlap``, and a seen-set of (row key, row version) drops what was already
-taken. Both are kept in the hub's store, written in the same transaction as the outbox rows
-the changes produce, so a crash between the two cannot lose or double anything.
+taken. A writer whose transaction stays open longer than the overlap (waiting for locks while
+a database restarts, say) would still be missed, so now and then (``sweep_every``) a poll
+reaches back ``sweep`` instead: a list of keys and versions, each page checked against the
+seen-set, which is kept for twice that long. A change committed later than ``sweep`` after
+its stamp is the only one missed. Position and seen-set are kept in the hub's store, written
+in the same transaction as the outbox rows the changes produce, so a crash between the two
+cannot lose or double anything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -62,9 +68,24 @@ def window(
 class Watermark:
     """The read position of one source stream (e.g. ``crm.crm_order``)."""
 
-    def __init__(self, source: str, *, overlap: dt.timedelta = dt.timedelta(seconds=10)) -> None:
+    def __init__(self, source: str, *, overlap: dt.timedelta = dt.timedelta(seconds=10),
+                 sweep: dt.timedelta = dt.timedelta(minutes=5),
+                 sweep_every: dt.timedelta = dt.timedelta(minutes=1)) -> None:
         self.source = source
         self.overlap = overlap
+        self.sweep = sweep
+        self.sweep_every = sweep_every
+        self._swept_at: float | None = None  # monotonic; None: sweep at the first poll
+
+    def tune(self, *, overlap: float, sweep: float) -> None:
+        """Set the overlap and sweep windows (seconds; a sweep at most the overlap is off)."""
+        self.overlap = dt.timedelta(seconds=overlap)
+        self.sweep = dt.timedelta(seconds=sweep)
+
+    def _sweeping(self) -> bool:
+        return self.sweep > self.overlap and (
+            self._swept_at is None
+            or time.monotonic() - self._swept_at >= self.sweep_every.total_seconds())
 
     def position(self, conn: Connection) -> dt.datetime | None:
         return conn.execute(
@@ -81,25 +102,33 @@ class Watermark:
         end: a busy source re-reads its overlap window as a list of keys, not as whole rows.
         """
         position = self.position(conn)
-        lower = None if position is None else position - self.overlap
+        sweeping = self._sweeping()
+        reach = self.sweep if sweeping else self.overlap
+        lower = None if position is None else position - reach
         fresh: list[Change[T]] = []
         after: tuple[dt.datetime, str] | None = None
         seen: set[tuple[str, str]] | None = None
+        complete = False
         while len(fresh) < limit:
             page = fetch(lower, after, limit)
             if not page:
+                complete = True
                 break
-            if seen is None:
+            if seen is None and lower is not None and not sweeping:
                 # What was taken in the window, in one range read (the window is re-read
-                # every poll, so this is cheaper than asking about each page's keys).
-                seen = self._seen_since(conn, lower) if lower is not None else None
+                # every poll, so this is cheaper than asking about each page's keys). A
+                # sweep's window is too large to hold in memory: it asks page by page.
+                seen = self._seen_since(conn, lower)
             if seen is None:
                 fresh.extend(self._unseen(conn, page))
             else:
                 fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
             after = (page[-1].changed_at, page[-1].key)
             if len(page) < limit:
+                complete = True
                 break
+        if sweeping:  # an unfinished sweep goes on at the next poll
+            self._swept_at = time.monotonic() if complete and len(fresh) <= limit else None
         fresh = fresh[:limit]
         if load is not None and fresh:
             return list(load(fresh))
@@ -141,6 +170,6 @@ class Watermark:
         elif newest > current:
             conn.execute(update(watermark).where(watermark.c.source == self.source)
                          .values(position=newest, updated_at=now))
-        horizon = max(newest, current or newest) - 2 * self.overlap
+        horizon = max(newest, current or newest) - 2 * max(self.overlap, self.sweep)
         conn.execute(delete(watermark_seen).where(and_(
             watermark_seen.c.source == self.source, watermark_seen.c.changed_at < horizon)))

@@ -83,6 +83,10 @@ class Poller(Part):
 
     def run(self, stop: threading.Event) -> None:
         streams = self.streams()
+        settings = self.runtime.settings
+        for stream in streams:
+            stream.watermark.tune(overlap=settings.watermark_overlap,
+                                  sweep=settings.watermark_sweep)
         failures = 0
         while not stop.is_set():
             began = time.monotonic()

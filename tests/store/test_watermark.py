@@ -94,7 +94,8 @@ def test_a_window_full_of_seen_rows_does_not_stall_the_stream(store: Store) -> N
 
 
 def test_the_position_never_moves_back_and_old_seen_rows_are_pruned(store: Store) -> None:
-    wm = Watermark("test.source_rows", overlap=dt.timedelta(seconds=5))
+    # Seen rows are kept for twice the longer window; no sweep here: twice the overlap.
+    wm = Watermark("test.source_rows", overlap=dt.timedelta(seconds=5), sweep=dt.timedelta(0))
     put(store, "A", 1, at(100))
     take(store, wm)
     put(store, "B", 1, at(97))
@@ -107,3 +108,36 @@ def test_the_position_never_moves_back_and_old_seen_rows_are_pruned(store: Store
     with store.begin() as conn:
         keys = {r.row_key for r in conn.execute(select(watermark_seen.c.row_key))}
     assert keys == {"C"}
+
+
+def test_a_commit_later_than_the_overlap_is_found_by_the_sweep(store: Store) -> None:
+    """Found by the fault suite: an ERP clerk's UPDATE stamped at t waited 15 s for locks and
+    committed after the poller's 10 s overlap had moved past t."""
+    wm = Watermark("test.swept", overlap=dt.timedelta(seconds=5),
+                   sweep=dt.timedelta(seconds=60), sweep_every=dt.timedelta(hours=1))
+    put(store, "A", 1, at(10))
+    assert take(store, wm) == [("A", 1)]  # the first poll sweeps
+    put(store, "B", 1, at(30))
+    assert take(store, wm) == [("B", 1)]
+    put(store, "L", 1, at(12))            # stamped 18 s before the position, committed now
+    assert take(store, wm) == [], "outside the overlap: a plain poll misses it"
+    wm.sweep_every = dt.timedelta(0)      # the next sweep is due
+    assert take(store, wm) == [("L", 1)]
+    assert take(store, wm) == [], "nothing is read twice, the sweep neither"
+    put(store, "M", 1, at(-40))           # later than the sweep reaches: missed (documented)
+    assert take(store, wm) == []
+
+
+def test_a_sweep_larger_than_a_page_goes_on_until_done(store: Store) -> None:
+    wm = Watermark("test.swept_pages", overlap=dt.timedelta(seconds=1),
+                   sweep=dt.timedelta(seconds=600), sweep_every=dt.timedelta(hours=1))
+    put(store, "Z", 1, at(500))
+    assert take(store, wm) == [("Z", 1)]
+    for n in range(7):
+        put(store, f"K{n}", 1, at(100 + n))  # all late, far behind the position
+    wm.sweep_every = dt.timedelta(0)
+    first = take(store, wm, limit=3)
+    wm.sweep_every = dt.timedelta(hours=1)  # not due by time: it goes on because unfinished
+    rest = take(store, wm, limit=3) + take(store, wm, limit=3)
+    assert sorted(k for k, _ in first + rest) == [f"K{n}" for n in range(7)]
+    assert take(store, wm, limit=3) == []
