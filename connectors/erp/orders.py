@@ -196,6 +196,8 @@ class ErpOrders:
         """Insert prepared orders (customers and items already checked), numbered in one
         go; returns ``(DocEntry, DocNum)`` of each. The series stays locked until the caller
         commits, so do everything else first."""
+        if not new:  # an INSERT of no rows would be one row of defaults
+            return []
         with db_errors(f"ERP: create {len(new)} order(s)"):
             numbered = insert_many_with_doc_nums(conn, ordr, [n.header for n in new])
             conn.execute(insert(rdr1), [{**columns, "DocEntry": entry}

@@ -183,3 +183,15 @@ def test_an_erp_row_the_canonical_model_cannot_hold_is_a_mapping_error(erp: Engi
         orders.read(conn, entry)
     assert str(caught.value).startswith(
         f"ERP order {num} cannot be read into the canonical model: order_number: ")
+
+
+def test_inserting_no_orders_writes_nothing(erp: Engine) -> None:
+    """Found by the fault suite: a batch of changes to orders the ERP already has inserted
+    "no new orders" as one row of defaults, which failed the batch (MariaDB: "Field
+    'DocEntry' doesn't have a default value") and made it fall back to one order at a time."""
+    before = _order_count(erp)
+    with erp.begin() as conn:
+        assert ErpOrders().insert(conn, []) == []
+    assert _order_count(erp) == before
+    with erp.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(rdr1)).scalar_one() == 0
