@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,16 +76,18 @@ def stack_settings(kind: str, tmp_path: Path, **extra: Any) -> tuple[Settings, l
     return settings, [pg, maria]
 
 
-@pytest.fixture(params=["embedded", "real"])
-def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
-    settings, databases = stack_settings(request.param, tmp_path)
+@contextmanager
+def running(kind: str, tmp_path: Path, parts: tuple[str, ...] = SYNC_PARTS,
+            **extra: Any) -> Iterator[Stack]:
+    """Seeded systems, an empty hub and a daemon of ``parts`` on the ``kind`` stack; all of
+    it (queues and databases too) removed afterwards."""
+    settings, databases = stack_settings(kind, tmp_path, **extra)
     init(settings, seed=True)
     runtime = Runtime.open(settings)
-    parts = [p for p in build_parts(runtime) if p.name in SYNC_PARTS]
-    daemon = Daemon(runtime, parts)
+    daemon = Daemon(runtime, [p for p in build_parts(runtime) if p.name in parts])
     daemon.prepare()
     daemon.start()
-    built = Stack(request.param, settings, runtime, daemon)
+    built = Stack(kind, settings, runtime, daemon)
     try:
         yield built
     finally:
@@ -95,3 +98,9 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
             delete_test_queues(settings.exchange)
         for db in databases:
             db.drop_all()
+
+
+@pytest.fixture(params=["embedded", "real"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stack]:
+    with running(request.param, tmp_path) as built:
+        yield built
