@@ -11,15 +11,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from hub.daemon import Daemon
-from hub.demo.reference import init
 from hub.http.app import create_app
-from hub.parts import build_parts
-from hub.runtime import Runtime
 from hub.tokens import CUSTOMER, STAFF, ApiTokens
-from tests.bus.kit import delete_test_queues
 from tests.certificates.world import served
-from tests.sync.conftest import SYNC_PARTS, Stack, stack_settings
+from tests.sync.conftest import Stack, running
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -59,28 +54,12 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 def _ops(kind: str, tmp_path: Path) -> Iterator[Ops]:
-    settings, databases = stack_settings(kind, tmp_path)
-    init(settings, seed=True)
-    runtime = Runtime.open(settings)
-    parts = [p for p in build_parts(runtime) if p.name in SYNC_PARTS]
-    daemon = Daemon(runtime, parts)
-    daemon.prepare()
-    daemon.start()
-    try:
-        with runtime.store.begin() as conn:
+    with running(kind, tmp_path) as stack:
+        with stack.runtime.store.begin() as conn:
             _, staff = ApiTokens.create(conn, STAFF, "ops-anna")
             _, customer = ApiTokens.create(conn, CUSTOMER, "C00042")
-        with served(create_app(runtime)) as http:
-            yield Ops(Stack(kind, settings, runtime, daemon), str(http.base_url).rstrip("/"),
-                      staff, customer)
-    finally:
-        daemon.shutdown()
-        runtime.close()
-        if settings.broker_url is not None:
-            delete_test_queues(settings.queue_prefix)
-            delete_test_queues(settings.exchange)
-        for db in databases:
-            db.drop_all()
+        with served(create_app(stack.runtime)) as http:
+            yield Ops(stack, str(http.base_url).rstrip("/"), staff, customer)
 
 
 @pytest.fixture
