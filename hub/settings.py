@@ -81,8 +81,9 @@ class Settings(BaseSettings):
     watermark_overlap: float = Field(
         10.0, gt=0, description="Seconds every poll reads back, for changes committed late.")
     watermark_sweep: float = Field(
-        300.0, ge=0, description="Seconds a poll reads back once a minute (keys only), for "
-        "changes committed later than the overlap; a change committed later still is missed.")
+        0.0, ge=0, description="Seconds a poll reads back once a minute (keys only), for "
+        "changes committed later than the overlap; 0: off (see docs/reliability.md, finding 4: "
+        "as built it costs latency under load).")
     public_url: str | None = Field(
         None, description="Base of public links (certificate verification); default the HTTP "
         "service's own http://{http_host}:{http_port}.")
