@@ -150,6 +150,10 @@ def test_metrics_and_status_match_what_was_synced(running: Running) -> None:
                  "the conflict resolved")
         wait_for(lambda: _sample(running.scrape(), "hub_conflicts", "hub_conflicts_total") >= 1,
                  30, "the conflict counted")
+        # The journal's "applied" is written after the ack, so it can trail the conflict.
+        wait_for(lambda: _sample(running.scrape(), "hub_messages", "hub_messages_total",
+                                 outcome="applied", **ROUTE) >= ORDERS + 1,
+                 30, "the edit's apply journaled")
         families = running.scrape()
         status = running.status()
         proc.send_signal(signal.SIGTERM)
