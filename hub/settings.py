@@ -81,9 +81,9 @@ class Settings(BaseSettings):
     watermark_overlap: float = Field(
         10.0, gt=0, description="Seconds every poll reads back, for changes committed late.")
     watermark_sweep: float = Field(
-        0.0, ge=0, description="Seconds a poll reads back once a minute (keys only), for "
-        "changes committed later than the overlap; 0: off (see docs/reliability.md, finding 4: "
-        "as built it costs latency under load).")
+        300.0, ge=0, description="Seconds polls read back once a minute (keys only, a few "
+        "pages per poll), for changes committed later than the overlap (a writer whose "
+        "transaction waited on locks); 0: off.")
     public_url: str | None = Field(
         None, description="Base of public links (certificate verification); default the HTTP "
         "service's own http://{http_host}:{http_port}.")

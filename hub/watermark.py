@@ -6,12 +6,12 @@ late (its transaction began, and stamped the row, before our last poll but commi
 and one stamped in the same instant as the last row we saw. So every poll reads again from
 ``position - overlap``, and a seen-set of (row key, row version) drops what was already
 taken. A writer whose transaction stays open longer than the overlap (waiting for locks while
-a database restarts, say) would still be missed, so now and then (``sweep_every``) a poll
-reaches back ``sweep`` instead: a list of keys and versions, each page checked against the
-seen-set, which is kept for twice that long. A change committed later than ``sweep`` after
-its stamp is the only one missed. Position and seen-set are kept in the hub's store, written
-in the same transaction as the outbox rows the changes produce, so a crash between the two
-cannot lose or double anything.
+a database restarts, say) would still be missed, so now and then (``sweep_every``) polls
+also reach back ``sweep``: a list of keys and versions, a few pages per poll, each page
+checked against the seen-set (kept for twice that long) in one range read. A change
+committed later than ``sweep`` after its stamp is the only one missed. Position and seen-set
+are kept in the hub's store, written in the same transaction as the outbox rows the changes
+produce, so a crash between the two cannot lose or double anything.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Column, Connection, Select, and_, delete, or_, select, tuple_, update
+from sqlalchemy import Column, Connection, Select, and_, delete, or_, select, update
 
 from hub.store.tables import watermark, watermark_seen
 from hub.store.types import utcnow
@@ -68,6 +68,9 @@ def window(
 class Watermark:
     """The read position of one source stream (e.g. ``crm.crm_order``)."""
 
+    #: Pages of the sweep window read per poll (a page is ``limit`` keys and versions).
+    sweep_pages = 4
+
     def __init__(self, source: str, *, overlap: dt.timedelta = dt.timedelta(seconds=10),
                  sweep: dt.timedelta = dt.timedelta(minutes=5),
                  sweep_every: dt.timedelta = dt.timedelta(minutes=1)) -> None:
@@ -76,6 +79,7 @@ class Watermark:
         self.sweep = sweep
         self.sweep_every = sweep_every
         self._swept_at: float | None = None  # monotonic; None: sweep at the first poll
+        self._sweep_after: tuple[dt.datetime, str] | None = None  # where a sweep goes on
 
     def tune(self, *, overlap: float, sweep: float) -> None:
         """Set the overlap and sweep windows (seconds; a sweep at most the overlap is off)."""
@@ -84,7 +88,7 @@ class Watermark:
 
     def _sweeping(self) -> bool:
         return self.sweep > self.overlap and (
-            self._swept_at is None
+            self._swept_at is None or self._sweep_after is not None
             or time.monotonic() - self._swept_at >= self.sweep_every.total_seconds())
 
     def position(self, conn: Connection) -> dt.datetime | None:
@@ -94,63 +98,77 @@ class Watermark:
 
     def poll(self, conn: Connection, fetch: Fetch[Any], *, limit: int = 500,
              load: Load[T] | None = None) -> list[Change[T]]:
-        """Changes not taken yet, oldest first, at most ``limit``; call :meth:`commit` after.
+        """Changes not taken yet, at most ``limit``; call :meth:`commit` after.
 
         Pages through the overlap window by (changed_at, key), so a window holding more
-        already-seen rows than ``limit`` cannot stall the stream. With ``load``, ``fetch``
-        returns keys and versions only and the rows of the unseen changes are read at the
-        end: a busy source re-reads its overlap window as a list of keys, not as whole rows.
+        already-seen rows than ``limit`` cannot stall the stream; each page is checked
+        against the seen-set in one range read. A sweep, when due and the stream caught up
+        (never while a backlog drains), reads at most :attr:`sweep_pages` pages per poll and
+        carries on where it stopped at the next, so it never holds new changes up for long.
+        With ``load``, ``fetch`` returns keys and versions only and the rows of the unseen
+        changes are read at the end: a busy source re-reads its windows as lists of keys,
+        not as whole rows.
         """
         position = self.position(conn)
-        sweeping = self._sweeping()
-        reach = self.sweep if sweeping else self.overlap
-        lower = None if position is None else position - reach
-        fresh: list[Change[T]] = []
-        after: tuple[dt.datetime, str] | None = None
-        seen: set[tuple[str, str]] | None = None
-        complete = False
-        while len(fresh) < limit:
-            page = fetch(lower, after, limit)
-            if not page:
-                complete = True
-                break
-            if seen is None and lower is not None and not sweeping:
-                # What was taken in the window, in one range read (the window is re-read
-                # every poll, so this is cheaper than asking about each page's keys). A
-                # sweep's window is too large to hold in memory: it asks page by page.
-                seen = self._seen_since(conn, lower)
-            if seen is None:
-                fresh.extend(self._unseen(conn, page))
-            else:
-                fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
-            after = (page[-1].changed_at, page[-1].key)
-            if len(page) < limit:
-                complete = True
-                break
-        if sweeping:  # an unfinished sweep goes on at the next poll
-            self._swept_at = time.monotonic() if complete and len(fresh) <= limit else None
-        fresh = fresh[:limit]
+        lower = None if position is None else position - self.overlap
+        fresh: list[Change[T]]
+        fresh, _, caught_up = self._unseen_pages(conn, fetch, lower, None, limit)
+        if (caught_up and len(fresh) < limit and position is not None and lower is not None
+                and self._sweeping()):
+            taken = {(c.key, c.version) for c in fresh}
+            late: list[Change[T]] = self._sweep_on(conn, fetch, position - self.sweep, lower,
+                                                   limit - len(fresh))
+            fresh = [c for c in late if (c.key, c.version) not in taken] + fresh
         if load is not None and fresh:
             return list(load(fresh))
         return fresh
 
-    def _seen_since(self, conn: Connection, lower: dt.datetime) -> set[tuple[str, str]]:
+    def _sweep_on(self, conn: Connection, fetch: Fetch[Any], start: dt.datetime,
+                  overlap_from: dt.datetime, limit: int) -> list[Change[T]]:
+        """The next pages of the sweep (from ``start``, or where the last poll stopped) up to
+        the overlap window, which the plain poll reads anyway."""
+        found: list[Change[T]]
+        found, after, done = self._unseen_pages(
+            conn, fetch, start, self._sweep_after, limit, pages=self.sweep_pages,
+            until=overlap_from)
+        self._sweep_after = None if done else after
+        if done:
+            self._swept_at = time.monotonic()
+        return found
+
+    def _unseen_pages(self, conn: Connection, fetch: Fetch[Any], lower: dt.datetime | None,
+                      after: tuple[dt.datetime, str] | None, limit: int, *,
+                      pages: int | None = None, until: dt.datetime | None = None,
+                      ) -> tuple[list[Change[T]], tuple[dt.datetime, str] | None, bool]:
+        """Unseen changes from ``lower``/``after`` on, at most ``limit``, reading at most
+        ``pages`` pages and none past ``until``; returns them, where reading stopped, and
+        whether the end (or ``until``) was reached."""
+        fresh: list[Change[T]] = []
+        read = 0
+        while len(fresh) < limit and (pages is None or read < pages):
+            page = fetch(lower, after, limit)
+            read += 1
+            if until is not None:
+                page = [c for c in page if c.changed_at < until]
+            if not page:
+                return fresh, after, True
+            seen = self._seen_between(conn, page[0].changed_at, page[-1].changed_at)
+            fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
+            after = (page[-1].changed_at, page[-1].key)
+            if len(page) < limit:
+                return fresh, after, True
+        return fresh[:limit], after, False
+
+    def _seen_between(self, conn: Connection, first: dt.datetime, last: dt.datetime
+                      ) -> set[tuple[str, str]]:
+        """What was taken with a change time between ``first`` and ``last`` (a second
+        wider each way, whatever precision the store keeps times in): one range read."""
+        slack = dt.timedelta(seconds=1)
         return {(r.row_key, r.row_version) for r in conn.execute(
             select(watermark_seen.c.row_key, watermark_seen.c.row_version).where(
-                watermark_seen.c.source == self.source, watermark_seen.c.changed_at >= lower))}
-
-    def _unseen(self, conn: Connection, page: Sequence[Change[T]]) -> list[Change[T]]:
-        pairs = [(c.key, c.version) for c in page]
-        seen = {
-            (r.row_key, r.row_version)
-            for r in conn.execute(
-                select(watermark_seen.c.row_key, watermark_seen.c.row_version).where(
-                    watermark_seen.c.source == self.source,
-                    tuple_(watermark_seen.c.row_key, watermark_seen.c.row_version).in_(pairs),
-                )
-            )
-        }
-        return [c for c in page if (c.key, c.version) not in seen]
+                watermark_seen.c.source == self.source,
+                watermark_seen.c.changed_at >= first - slack,
+                watermark_seen.c.changed_at <= last + slack))}
 
     def commit(self, conn: Connection, changes: Sequence[Change[T]]) -> None:
         """Mark ``changes`` taken and move the position forward (never back)."""
