@@ -318,6 +318,12 @@ class CrmOrders:
         ).scalar()
         return found
 
+    def version(self, conn: Connection, order_id: str) -> str | None:
+        """The order's current version (as the hub keeps versions: text); None if absent."""
+        found = conn.execute(select(crm_order.c.version)
+                             .where(crm_order.c.order_id == order_id)).scalar()
+        return None if found is None else str(found)
+
     def _lock(self, conn: Connection, order_id: str) -> str:
         """Lock the order row for this transaction; returns its order number."""
         number: str | None = conn.execute(

@@ -29,6 +29,8 @@ from hub.model.messages import (
 from hub.model.records import Order
 from hub.runtime import Runtime
 from hub.store.inbox import Inbox
+from hub.store.tables import id_xref
+from hub.store.upsert import insert_ignore
 from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
@@ -44,7 +46,7 @@ from hub.sync.orders import (
     remember_written,
 )
 from hub.sync.parts import Applier, Poller, Stream, reject_source_row
-from hub.sync.state import Side, SyncState
+from hub.sync.state import PENDING, Side, SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
 
@@ -188,9 +190,20 @@ class CrmApplier(Applier):
         orders = CrmOrders()
         conflicts: list[Any] = []
         with self.runtime.system("crm").begin() as crm:
-            order_id = order.crm_id or bound or orders.find_by_number(
-                crm, f"ERP-{order.erp_doc_num}")
-            if order_id is None:
+            order_id = order.crm_id or bound
+            current = orders.read(crm, order_id) if order_id else None
+            if current is None and not order.crm_id:
+                # Not bound yet, or bound to a CRM order the CRM lost with the transaction
+                # that created it (the hub remembers before the CRM commits): find, or create.
+                order_id = orders.find_by_number(crm, f"ERP-{order.erp_doc_num}")
+                current = orders.read(crm, order_id) if order_id else None
+            if PENDING in state.sides and state.settle(
+                    orders.version(crm, order_id) if order_id and current else None):
+                log.warning("order %s: the hub's last write to the CRM was lost before its "
+                            "commit; merging against what the CRM holds", order_id)
+            if order_id is None or current is None:
+                if order.crm_id:
+                    raise UnknownReference(f"CRM order {order.crm_id} does not exist")
                 account_id = CrmAccounts().find_by_erp_code(crm, order.customer)
                 if account_id is None:
                     raise DependencyMissing(f"customer {order.customer} is not in the CRM yet")
@@ -199,9 +212,6 @@ class CrmApplier(Applier):
                 written: dict[str, Any] = project(created, ALL_FIELDS) if created else {}
                 version = None
             else:
-                current = orders.read(crm, order_id)
-                if current is None:
-                    raise UnknownReference(f"CRM order {order_id} does not exist")
                 delivered = any(line.shipped_quantity > 0 for line in order.lines)
                 decision = decide(
                     source="erp", incoming=project(order, TO_CRM),
@@ -218,21 +228,33 @@ class CrmApplier(Applier):
                 if header or lines is not None or shipped:
                     version = str(orders.update(crm, order_id, header, lines, shipped=shipped))
             # Remember what was written before the CRM commits it (see the ERP applier).
-            self._remember(message, cid, state, order_id, erp_key, version, written, conflicts)
+            self._remember(message, cid, state, order_id, erp_key, version, written, conflicts,
+                           bound)
         with self.runtime.store.begin() as hub:
+            if state.sides.pop(PENDING, None) is not None:
+                state.save(hub)  # committed
             self.done(hub, message)
 
     def _remember(self, message: OrderChanged, cid: str, state: SyncState, order_id: str,
                   erp_key: str, version: str | None, written: dict[str, Any],
-                  conflicts: list[Any]) -> None:
+                  conflicts: list[Any], bound: str | None) -> None:
         order = message.order
+        before = state.snapshot() if version is not None else None  # only an update can be undone
         with self.runtime.store.begin() as hub:
-            Xref.bind(hub, "order", cid, crm=order_id, erp=erp_key)
-            for line in order.lines:
-                Xref.bind(hub, "order_line", Xref.child(cid, line.line_no),
-                          crm=f"{order_id}/{line.line_no}", erp=f"{erp_key}/{line.erp_line}")
+            # What the CRM holds now overrules a binding lost with an earlier transaction
+            # (this order bound to a CRM order the CRM never committed).
+            rows = Xref.rows("order", cid, crm=order_id, erp=erp_key) + [
+                row for line in order.lines for row in Xref.rows(
+                    "order_line", Xref.child(cid, line.line_no),
+                    crm=f"{order_id}/{line.line_no}", erp=f"{erp_key}/{line.erp_line}")]
+            if bound not in (None, order_id):
+                Xref.rebind(hub, rows, "crm")
+            else:
+                insert_ignore(hub, id_xref, rows)
             remember_source(state.side("erp"), message.source_version, order)
             remember_written(state.side("crm"), version, written)
+            if before is not None:  # an update: undone at the next write if the CRM lost it
+                state.pending(before, "crm")
             state.save(hub)
             Conflicts.record(hub, kind="order", canonical_id=cid, key=message.correlation_key,
                              source="erp", conflicts=conflicts,

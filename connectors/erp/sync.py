@@ -55,7 +55,7 @@ from hub.sync.orders import (
     remember_written,
 )
 from hub.sync.parts import Applier, Poller, Stream, reject_source_row
-from hub.sync.state import Side, SyncState
+from hub.sync.state import PENDING, Side, SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
 
@@ -292,6 +292,7 @@ class ErpApplier(Applier):
             Inbox.claim(hub, self.name, [str(plan.message.message_id)
                                          for index, plan in enumerate(plans)
                                          if index not in failed])
+            _settled(hub, [plans[index] for index in written])
         self.runtime.outbox_wakeup.set()
         return [failed.get(index) for index in range(len(plans))]
 
@@ -322,9 +323,15 @@ class ErpApplier(Applier):
         """Record written orders in the hub: cross-references of orders and lines, what each
         side now holds, conflicts. A handful of statements for the lot."""
         binds: list[dict[str, Any]] = []
+        fresh: dict[str, str] = {}  # DocEntry keys bound here for the first time -> cid
+        moved = False  # an order bound before to another DocEntry
         for plan, (doc, after, version, _, _) in written:
             order, cid, state = plan.message.order, plan.cid, plan.state
+            before = state.snapshot() if plan.wrote else None  # only an update can be undone
             if doc is not None and after is not None:
+                if plan.bound != doc_key(doc):
+                    fresh[doc_key(doc)] = cid
+                    moved = moved or plan.bound is not None
                 binds += Xref.rows("order", cid, crm=order.crm_id or "", erp=doc_key(doc))
                 for line in after.lines:
                     binds += Xref.rows("order_line", Xref.child(cid, line.line_no),
@@ -334,10 +341,19 @@ class ErpApplier(Applier):
                 # polled, must still look like that person's change when it is read.
                 names = ALL_FIELDS if plan.wrote is None else plan.wrote
                 remember_written(state.side("erp"), version, project(after, names))
+                if before is not None:  # an update: undone at the next write if the ERP lost it
+                    state.pending(before, "erp")
             remember_source(state.side("crm"), plan.message.source_version, order)
             if doc is not None:
                 state.sides.pop(REFUSED, None)  # taken now: that content may come again
-        insert_ignore(hub, id_xref, binds)
+        # What the ERP holds overrules a binding lost with an earlier transaction: a DocEntry
+        # bound to another order (the ERP gave it out again) or this order bound to another
+        # DocEntry. One look-up in the usual case; the full check only when one is seen.
+        taken = Xref.canonical_many(hub, "order", "erp", list(fresh))
+        if moved or any(taken[key] != cid for key, cid in fresh.items() if key in taken):
+            Xref.rebind(hub, binds, "erp")
+        else:
+            insert_ignore(hub, id_xref, binds)
         SyncState.save_many(hub, [plan.state for plan, _ in written])
         for plan, (_, _, _, conflicts, _) in written:
             if conflicts:
@@ -407,6 +423,7 @@ class ErpApplier(Applier):
         with store.begin() as hub:
             Outbox.add(hub, [self._answer(message, result)],
                        partitions=self.runtime.settings.partitions)
+            _settled(hub, [plan])
             self.done(hub, message)
         self.runtime.outbox_wakeup.set()
 
@@ -438,6 +455,14 @@ class ErpApplier(Applier):
         orders = ErpOrders()
         doc = int(bound) if bound else None
         current = orders.read(conn, doc) if doc is not None else None
+        if current is not None and current.crm_id and current.crm_id != order.crm_id:
+            # Bound in the hub to a DocEntry that is another order's: the ERP transaction
+            # that created this one was lost after the hub had remembered it (see below),
+            # and the ERP, recovering its counter from its rows after a crash, gave the same
+            # DocEntry to the next order. Taking that order for this one lost this one.
+            log.warning("order %s: DocEntry %s is CRM order %s's in the ERP, not this one's; "
+                        "looking it up by its CRM id", order.crm_id, doc, current.crm_id)
+            current = None
         if current is None and order.crm_id:
             # Not bound yet, or bound in the hub but not in the ERP (the ERP transaction that
             # created it was rolled back after the hub had remembered it): find it, or create.
@@ -451,6 +476,12 @@ class ErpApplier(Applier):
                     f"customer {order.customer} does not exist in the ERP")
             doc, _ = orders.create(conn, order, confirmed=self.confirm_new_orders)
             return doc, [], None, None
+        if PENDING in state.sides:
+            stamp = order_versions(conn, [doc]).get(doc)
+            if state.settle(None if stamp is None else version_of(stamp)):
+                log.warning("order %s: the hub's last write to the ERP (DocEntry %s) was lost "
+                            "before its commit; merging against what the ERP holds",
+                            order.crm_id, doc)
         decision = decide(
             source="crm", incoming=project(order, TO_ERP),
             incoming_base=state.side("crm").fields,
@@ -480,6 +511,13 @@ class ErpApplier(Applier):
             Outbox.add(hub, [self._error_answer(message, reason)],
                        partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()
+
+
+def _settled(hub: Connection, plans: Sequence[OrderPlan]) -> None:
+    """The ERP committed: the writes of ``plans`` marked pending are no longer."""
+    done = [plan.state for plan in plans if plan.state.sides.pop(PENDING, None) is not None]
+    if done:
+        SyncState.save_many(hub, done)
 
 
 def _gave_up(problem: HubError) -> str:

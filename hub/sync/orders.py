@@ -9,7 +9,7 @@ from typing import Any
 from hub.mapping import ownership
 from hub.model.records import Order, Party
 from hub.sync.merge import project
-from hub.sync.state import Side
+from hub.sync.state import Side, older
 
 __all__ = [
     "ALL_FIELDS",
@@ -53,16 +53,6 @@ def order_owner(*, delivered: bool, crm_status: str | None = None) -> Callable[[
         return owners.owner(field, delivered=delivered)
 
     return owner
-
-
-def older(version: str, than: str | None) -> bool:
-    """True when a message's ``version`` is older than the one remembered (integers compare
-    as numbers, timestamps as ISO text); an equal version is not older."""
-    if than is None:
-        return False
-    if version.isdigit() and than.isdigit():
-        return int(version) < int(than)
-    return version < than
 
 
 def remember_source(side: Side, version: str, order: Order) -> None:

@@ -19,7 +19,21 @@ from hub.store.tables import sync_state
 from hub.store.types import utcnow
 from hub.store.upsert import insert_ignore
 
-__all__ = ["Side", "SyncState"]
+__all__ = ["PENDING", "Side", "SyncState", "older"]
+
+#: The side under which the hub keeps what it knew before a write it remembered ahead of the
+#: target's commit, until the write is known to have committed (see :meth:`SyncState.settle`).
+PENDING = "pending"
+
+
+def older(version: str, than: str | None) -> bool:
+    """True when a message's ``version`` is older than the one remembered (integers compare
+    as numbers, timestamps as ISO text); an equal version is not older."""
+    if than is None:
+        return False
+    if version.isdigit() and than.isdigit():
+        return int(version) < int(than)
+    return version < than
 
 
 @dataclass
@@ -37,6 +51,35 @@ class SyncState:
 
     def side(self, system: str) -> Side:
         return self.sides.setdefault(system, Side())
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the hub knows now, to keep with :meth:`pending` (taken before a write)."""
+        return dict(json.loads(json.dumps(
+            {name: {"version": s.version, "fields": s.fields}
+             for name, s in self.sides.items() if name != PENDING}, default=str)))
+
+    def pending(self, before: dict[str, Any], target: str) -> None:
+        """Mark the write into ``target`` just remembered as not yet committed there, keeping
+        ``before`` (a :meth:`snapshot` from before it was remembered) until it is."""
+        self.sides[PENDING] = Side(target, {"before": before})
+
+    def settle(self, target_version: str | None) -> bool:
+        """Before the next write: a write marked :meth:`pending` committed if its target now
+        holds the version the hub remembered writing, or a later one. Otherwise it was lost
+        with its transaction (the process killed before the commit) and what the hub knew
+        before is restored, because the base of the next merge must be what the target really holds:
+        with the lost write as base, the change it carried looks applied and is never made.
+        Returns True when it restored."""
+        pending = self.sides.pop(PENDING, None)
+        if pending is None or pending.version is None:
+            return False
+        written = self.side(pending.version).version
+        if target_version is not None and written is not None and not older(target_version,
+                                                                               written):
+            return False
+        self.sides = {name: Side(side.get("version"), side.get("fields", {}))
+                      for name, side in pending.fields.get("before", {}).items()}
+        return True
 
     @classmethod
     def load(

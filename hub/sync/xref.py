@@ -6,17 +6,20 @@ is ``(order, <uuid>, crm, <order_id>)`` and ``(order, <uuid>, erp, <DocEntry>)``
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, select
+from sqlalchemy import Column, Connection, delete, select, union_all
 
 from hub.store.tables import id_xref
 from hub.store.types import utcnow
 from hub.store.upsert import insert_ignore
 
 __all__ = ["Xref"]
+
+log = logging.getLogger(__name__)
 
 
 class Xref:
@@ -74,6 +77,39 @@ class Xref:
     def bind(conn: Connection, kind: str, canonical_id: str, **keys: str) -> None:
         """Bind ``canonical_id`` to each ``system=local_key`` given (idempotent)."""
         insert_ignore(conn, id_xref, Xref.rows(kind, canonical_id, **keys))
+
+    @staticmethod
+    def rebind(conn: Connection, rows: Sequence[Mapping[str, Any]], system: str) -> None:
+        """Bind as :meth:`rows` say; in ``system``, replace what contradicts them: another
+        record bound to the same local key, or the same record bound to another local key.
+        For bindings read from ``system`` itself in this transaction, which overrule what the
+        hub remembered of a write the system then lost (its local key may since have been
+        given to another record). One query per kind, another only when something goes."""
+        stale: set[int] = set()
+        groups: dict[str, dict[str, str]] = {}
+        for row in rows:
+            if row["system"] == system:
+                groups.setdefault(row["kind"], {})[row["local_key"]] = row["canonical_id"]
+        for kind, wanted in groups.items():
+            owned = {cid: key for key, cid in wanted.items()}
+            keys = list(wanted)
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                cids = [wanted[key] for key in chunk]
+                # Two index look-ups in one round trip (an OR of the two can make the
+                # planner scan the whole table).
+                bound = select(id_xref.c.id, id_xref.c.canonical_id, id_xref.c.local_key).where(
+                    id_xref.c.kind == kind, id_xref.c.system == system)
+                stale.update(r.id for r in conn.execute(union_all(
+                    bound.where(id_xref.c.local_key.in_(chunk)),
+                    bound.where(id_xref.c.canonical_id.in_(cids))))
+                    if wanted.get(r.local_key) != r.canonical_id
+                    or owned.get(r.canonical_id) != r.local_key)
+        if stale:
+            log.warning("cross-reference: %d binding(s) in %s replaced by what it holds",
+                        len(stale), system)
+            conn.execute(delete(id_xref).where(id_xref.c.id.in_(sorted(stale))))
+        insert_ignore(conn, id_xref, rows)
 
     @staticmethod
     def rows(kind: str, canonical_id: str, **keys: str) -> list[dict[str, Any]]:
