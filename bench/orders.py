@@ -23,7 +23,9 @@ The daemon's peak resident memory (VmHWM) is reported for each run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +38,7 @@ from pathlib import Path
 from sqlalchemy import insert, select
 
 from bench.common import describe_machine, say
-from bench.stack import PG_URL, Stack, count, running
+from bench.stack import PARTS, PG_URL, Stack, count, running
 from connectors.crm.schema import crm_order, crm_order_line
 from connectors.erp.schema import ordr
 from hub.demo.backlog import load_backlog, order_rows
@@ -60,13 +62,14 @@ class Drain:
         return self.orders / self.seconds if self.seconds else 0.0
 
 
-def drain(label: str, orders: int, log_dir: Path, timeout: float, **env: str) -> Drain:
+def drain(label: str, orders: int, log_dir: Path, timeout: float,
+          apart: tuple[str, ...] = (), **env: str) -> Drain:
     """Load a backlog on a fresh stack, start the daemon, time until every order is back."""
     stack = Stack(label)
     try:
         say(f"{label}: loading {orders:,} orders of 5 lines into the CRM")
         load_backlog(stack.engines["crm"], orders)
-        with running(stack, log_dir, **env) as daemon:
+        with running(stack, log_dir, apart, **env) as daemon:
             started = time.monotonic()
             done = 0
             while done < orders:
@@ -99,14 +102,15 @@ class Latency:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def steady(rate: float, seconds: float, log_dir: Path) -> Latency:
+def steady(rate: float, seconds: float, log_dir: Path, apart: tuple[str, ...] = (),
+           **env: str) -> Latency:
     """Orders at ``rate``/s for ``seconds``; CRM commit to ERP visibility per order."""
     stack = Stack("latency")
     committed: dict[str, float] = {}
     seen: dict[str, float] = {}
     stop = threading.Event()
     try:
-        with running(stack, log_dir) as daemon:
+        with running(stack, log_dir, apart, **env) as daemon:
             crm, erp = stack.engines["crm"], stack.engines["erp"]
 
             def watch() -> None:
@@ -169,7 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="steady duration (60; 20 quick)")
     parser.add_argument("--skip", action="append", default=[],
                         choices=["backlog", "naive", "latency"], help="leave a part out")
+    parser.add_argument("--env", action="append", default=[], metavar="HUB_NAME=VALUE",
+                        help="a setting for the hub's daemon (not the naive baseline's "
+                        "batching), e.g. HUB_WATERMARK_SWEEP=0 to compare")
+    parser.add_argument("--apart", action="append", default=[], choices=PARTS,
+                        metavar="PART", help="run this part of the hub's daemon in a process "
+                        "of its own (python -m hub run --only PART), e.g. erp-applier")
     args = parser.parse_args(argv)
+    apart = tuple(args.apart)
+    extra = dict(item.split("=", 1) for item in args.env)
+    if bad := [name for name in extra if not name.startswith("HUB_")]:
+        parser.error(f"--env takes HUB_ settings, not {', '.join(bad)}")
     orders = args.orders or (2_000 if args.quick else 20_000)
     baseline_orders = args.baseline_orders or (500 if args.quick else 2_000)
     seconds = args.seconds or (20.0 if args.quick else 60.0)
@@ -177,18 +191,24 @@ def main(argv: list[str] | None = None) -> int:
 
     machine = describe_machine(_rabbitmq_version(), PG_URL)
     say("\n".join(machine.lines()))
-    with tempfile.TemporaryDirectory(prefix="bench-orders-") as tmp:
+    keep = os.environ.get("BENCH_KEEP") == "1"  # the daemons' logs too (see bench.stack)
+    with (contextlib.nullcontext(tempfile.mkdtemp(prefix="bench-orders-")) if keep
+          else tempfile.TemporaryDirectory(prefix="bench-orders-")) as tmp:
+        if keep:
+            say(f"daemon logs kept in {tmp}")
         log_dir = Path(tmp)
         hub: Drain | None = None
         naive: Drain | None = None
         latency: Latency | None = None
         if "backlog" not in args.skip:
-            hub = drain("hub", orders, log_dir, timeout=max(600.0, orders / 20))
+            hub = drain("hub", orders, log_dir, timeout=max(600.0, orders / 20), apart=apart,
+                        **extra)
         if "naive" not in args.skip:
-            naive = drain("naive", baseline_orders, log_dir, timeout=1800.0, **NAIVE)
+            naive = drain("naive", baseline_orders, log_dir, timeout=1800.0,
+                          **{**extra, **NAIVE})
         if "latency" not in args.skip:
             say(f"latency: {args.rate:.0f} orders/s for {seconds:.0f} s")
-            latency = steady(args.rate, seconds, log_dir)
+            latency = steady(args.rate, seconds, log_dir, apart, **extra)
 
     print()
     print("| measurement | naive baseline | hub | speed-up |")

@@ -2,7 +2,8 @@
 on MariaDB through ODBC, RabbitMQ with its own exchange and queue prefix; and a daemon on it.
 
 Everything is named ``bench_<tag>_*`` / ``bench-<tag>-*`` and removed by :meth:`Stack.close`,
-also when a measurement fails.
+also when a measurement fails; with ``BENCH_KEEP=1`` the databases are kept (their URLs are
+printed) to read the hub's journal afterwards.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ class Stack:
             engine.dispose()
         with contextlib.suppress(Exception):
             delete_queues(self.exchange)
+        if os.environ.get("BENCH_KEEP") == "1":  # to read the hub's journal afterwards
+            print("kept: " + ", ".join(make_url(u).render_as_string() for u in self.urls.values()))
+            return
         for url in self.urls.values():
             with contextlib.suppress(Exception):
                 _drop(url)
@@ -127,14 +131,25 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Daemon:
-    """``python -m hub run`` on a stack, with its peak resident memory watched."""
+#: Every part of the daemon (``python -m hub run --only NAME``).
+PARTS = ("relay", "deadletters", "housekeeping", "http", "crm-poller", "crm-applier",
+         "erp-poller", "erp-applier", "certificates", "certificate-watcher")
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+
+class Daemon:
+    """``python -m hub run`` on a stack, with its peak resident memory watched; with
+    ``apart``, those parts run in processes of their own (``run --only``), one each."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, apart: tuple[str, ...] = ()
+                 ) -> None:
         self.env = env
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env,
+        rest = [arg for name in PARTS if name not in apart for arg in ("--only", name)]
+        self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run", *rest], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
+        self.others = [subprocess.Popen([sys.executable, "-m", "hub", "run", "--only", name],
+                                        env={**env, "HUB_HTTP_PORT": "0"}, stdout=self._log,
+                                        stderr=subprocess.STDOUT) for name in apart]
         self.peak_rss_mib = 0.0
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -150,32 +165,39 @@ class Daemon:
         raise TimeoutError("the daemon did not become ready")
 
     def sample_rss(self) -> float:
-        """The daemon's resident memory now (MiB); remembers the peak (VmHWM)."""
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return 0.0
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        rss = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
-        hwm = int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
+        """The daemon's resident memory now (MiB, its processes together); remembers the
+        peak (the sum of each process's VmHWM)."""
+        rss = hwm = 0.0
+        for proc in (self.proc, *self.others):
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            rss += int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+            hwm += int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
         self.peak_rss_mib = max(self.peak_rss_mib, hwm, rss)
         return rss
 
     def stop(self) -> None:
         self.sample_rss()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+        for proc in (self.proc, *self.others):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in (self.proc, *self.others):
             try:
-                self.proc.wait(30)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                proc.kill()
+                proc.wait(10)
         self._log.close()
 
 
 @contextlib.contextmanager
-def running(stack: Stack, log_dir: Path, **overrides: str) -> Iterator[Daemon]:
-    daemon = Daemon(stack.env(**overrides), log_dir / f"daemon-{uuid.uuid4().hex[:6]}.log")
+def running(stack: Stack, log_dir: Path, apart: tuple[str, ...] = (), **overrides: str
+            ) -> Iterator[Daemon]:
+    daemon = Daemon(stack.env(**overrides), log_dir / f"daemon-{uuid.uuid4().hex[:6]}.log",
+                    apart)
     try:
         daemon.wait_ready()
         yield daemon
