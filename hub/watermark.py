@@ -5,8 +5,12 @@ plain "everything after the last timestamp I saw" misses two kinds of change: on
 late (its transaction began, and stamped the row, before our last poll but committed after)
 and one stamped in the same instant as the last row we saw. So every poll reads again from
 ``position - overlap``, and a seen-set of (row key, row version) drops what was already
-taken. A writer whose transaction stays open longer than the overlap (waiting for locks while
-a database restarts, say) would still be missed, so now and then (``sweep_every``) polls
+taken. While a backlog drains (every poll a full page), a poll goes on where the last one
+stopped and reads the whole window again only once the position has moved half the overlap:
+re-reading a window that holds the whole backlog (a bulk load stamps thousands of rows in
+the same second) at every page made draining it quadratic. A writer whose transaction stays
+open longer than the overlap (waiting for locks while a database restarts, say) would still
+be missed, so now and then (``sweep_every``) polls
 also reach back ``sweep``: a list of keys and versions, a few pages per poll, each page
 checked against the seen-set (kept for twice that long) in one range read. A change
 committed later than ``sweep`` after its stamp is the only one missed. Position and seen-set
@@ -80,6 +84,11 @@ class Watermark:
         self.sweep_every = sweep_every
         self._swept_at: float | None = None  # monotonic; None: sweep at the first poll
         self._sweep_after: tuple[dt.datetime, str] | None = None  # where a sweep goes on
+        # Backlog: where the last committed full poll stopped, the position when the window
+        # was last read whole, and the cursor of a poll not yet committed.
+        self._cursor: tuple[dt.datetime, str] | None = None
+        self._window_at: dt.datetime | None = None
+        self._next_cursor: tuple[dt.datetime, str] | None = None
 
     def tune(self, *, overlap: float, sweep: float) -> None:
         """Set the overlap and sweep windows (seconds; a sweep at most the overlap is off)."""
@@ -111,8 +120,14 @@ class Watermark:
         """
         position = self.position(conn)
         lower = None if position is None else position - self.overlap
+        cursor, self._cursor, self._next_cursor = self._cursor, None, None
+        if cursor is None or position is None or self._window_at is None or (
+                position - self._window_at >= self.overlap / 2):
+            cursor, self._window_at = None, position  # the whole window again
         fresh: list[Change[T]]
-        fresh, _, caught_up = self._unseen_pages(conn, fetch, lower, None, limit)
+        fresh, stopped, caught_up = self._unseen_pages(conn, fetch, lower, cursor, limit)
+        if not caught_up:
+            self._next_cursor = stopped  # a backlog: the next poll goes on from here
         if (caught_up and len(fresh) < limit and position is not None and lower is not None
                 and self._sweeping()):
             taken = {(c.key, c.version) for c in fresh}
@@ -155,9 +170,12 @@ class Watermark:
             seen = self._seen_between(conn, page[0].changed_at, page[-1].changed_at)
             fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
             after = (page[-1].changed_at, page[-1].key)
-            if len(page) < limit:
+            if len(page) < limit and len(fresh) <= limit:
                 return fresh, after, True
-        return fresh[:limit], after, False
+        if len(fresh) > limit:  # go on after the last change taken, not after the page
+            fresh = fresh[:limit]
+            after = (fresh[-1].changed_at, fresh[-1].key)
+        return fresh, after, False
 
     def _seen_between(self, conn: Connection, first: dt.datetime, last: dt.datetime
                       ) -> set[tuple[str, str]]:
@@ -171,7 +189,9 @@ class Watermark:
                 watermark_seen.c.changed_at <= last + slack))}
 
     def commit(self, conn: Connection, changes: Sequence[Change[T]]) -> None:
-        """Mark ``changes`` taken and move the position forward (never back)."""
+        """Mark ``changes`` taken and move the position forward (never back). A poll that
+        is not committed (its transaction failed) leaves the next to read the whole window."""
+        self._cursor, self._next_cursor = self._next_cursor, None
         if not changes:
             return
         insert_ignore(conn, watermark_seen, [

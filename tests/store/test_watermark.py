@@ -141,3 +141,67 @@ def test_a_sweep_larger_than_a_page_goes_on_until_done(store: Store) -> None:
     rest = take(store, wm, limit=3) + take(store, wm, limit=3)
     assert sorted(k for k, _ in first + rest) == [f"K{n}" for n in range(7)]
     assert take(store, wm, limit=3) == []
+
+
+def counting(store: Store, reads: list[int]):  # type: ignore[no-untyped-def]
+    """:func:`fetcher`, adding the number of rows each page read to ``reads``."""
+    fetch = fetcher(store)
+
+    def counted(lower: dt.datetime | None, after: tuple[dt.datetime, str] | None,
+                limit: int) -> Sequence[Change[int]]:
+        page = fetch(lower, after, limit)
+        reads.append(len(page))
+        return page
+    return counted
+
+
+def test_a_backlog_stamped_in_one_instant_drains_in_linear_reads(store: Store) -> None:
+    """Found by the order benchmark: 20,000 CRM orders loaded in a few seconds all sat in
+    the overlap window, and every page re-read the window from its start (the poller's
+    rate fell from 600 to 50 orders/s as it went)."""
+    wm = Watermark("test.backlog", overlap=dt.timedelta(seconds=60), sweep=dt.timedelta(0))
+    for i in range(95):
+        put(store, f"K{i:03}", 1, at(10 + i / 1000))
+    reads: list[int] = []
+    taken: list[str] = []
+    while True:
+        with store.begin() as conn:
+            changes = wm.poll(conn, counting(store, reads), limit=10)
+            wm.commit(conn, changes)
+        taken += [c.key for c in changes]
+        if len(changes) < 10:
+            break
+    assert taken == [f"K{i:03}" for i in range(95)], "each once, in order"
+    assert sum(reads) <= 2 * 95 + 20, f"read {sum(reads)} rows for 95: {reads}"
+    # Caught up, the next poll reads the whole window again and finds a late commit in it.
+    put(store, "LATE", 1, at(10.0005))
+    with store.begin() as conn:
+        assert [c.key for c in wm.poll(conn, fetcher(store), limit=10)] == ["LATE"]
+
+
+def test_a_backlog_poll_that_is_not_committed_is_read_again(store: Store) -> None:
+    wm = Watermark("test.uncommitted", overlap=dt.timedelta(seconds=60), sweep=dt.timedelta(0))
+    for i in range(30):
+        put(store, f"K{i:03}", 1, at(10))
+    assert len(take(store, wm, limit=10)) == 10
+    assert len(take(store, wm, limit=10)) == 10  # from the cursor
+    with store.begin() as conn:
+        lost = wm.poll(conn, fetcher(store), limit=10)  # its transaction fails: no commit
+    assert [c.key for c in lost] == [f"K{i:03}" for i in range(20, 30)]
+    again = take(store, wm, limit=10) + take(store, wm, limit=10)
+    assert sorted(k for k, _ in again) == [f"K{i:03}" for i in range(20, 30)]
+
+
+def test_a_page_with_more_unseen_rows_than_room_leaves_none_behind(store: Store) -> None:
+    wm = Watermark("test.overflow", overlap=dt.timedelta(seconds=60), sweep=dt.timedelta(0))
+    for i in range(0, 20, 2):
+        put(store, f"K{i:03}", 1, at(10))
+    assert len(take(store, wm, limit=4)) == 4  # K000-K006 taken
+    for i in range(1, 20, 2):
+        put(store, f"K{i:03}", 1, at(10))  # new rows between and after the taken ones
+    taken: list[str] = []
+    for _ in range(8):
+        taken += [k for k, _ in take(store, wm, limit=4)]
+    assert sorted(taken) == sorted({f"K{i:03}" for i in range(20)} - {
+        "K000", "K002", "K004", "K006"})
+    assert len(taken) == len(set(taken))
