@@ -16,10 +16,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, Select, delete, select, update
+from sqlalchemy import Connection, RowMapping, Select, bindparam, delete, select, update
 
 from connectors.crm.schema import crm_account, crm_order, crm_order_line
 from connectors.crm.support import (
@@ -37,7 +37,7 @@ from hub.model.records import Order, OrderLine
 from hub.store.types import utcnow
 from hub.watermark import Change, window
 
-__all__ = ["INTEGRATION_STATUSES", "CrmOrders", "OrderRow"]
+__all__ = ["INTEGRATION_STATUSES", "Answer", "CrmOrders", "OrderRow"]
 
 #: What ``changes`` carries per order: the order, or why its row is not a valid order.
 OrderRow = Order | InvalidMessage
@@ -47,6 +47,15 @@ _UNREADABLE = (TypeError, ValueError, ArithmeticError)
 
 #: The values the hub writes into ``crm_order.integration_status``.
 INTEGRATION_STATUSES = ("pending", "synced", "error")
+
+class Answer(NamedTuple):
+    """What :meth:`CrmOrders.answer_many` writes to one order."""
+
+    order_id: str
+    fields: Mapping[str, Any]
+    status: str
+    message: str | None
+
 
 _CUSTOMER_CODE = "hub_customer_code"
 _CUSTOMER_NUMBER = "hub_customer_number"
@@ -239,6 +248,44 @@ class CrmOrders:
                message: str | None) -> int:
         """Header ``fields`` (as :meth:`update`, without lines) and the integration status in
         one write; returns the order's new version. Raises as those two do."""
+        values = self._answer_values(fields, status, message)
+        with db_errors(f"answer CRM order {order_id}"):
+            return self._bump(conn, order_id, values)
+
+    def answer_many(self, conn: Connection, answers: Sequence[Answer]) -> list[int]:
+        """:meth:`answer` for many orders, each at most once: one UPDATE per set of columns
+        written, sent as one batch, and one read of the new versions (returned in order).
+        Raises UnknownReference if an order is not there, having written the others: the
+        caller's transaction must not commit then."""
+        rows = [(a.order_id, self._answer_values(a.fields, a.status, a.message))
+                for a in answers]
+        ids = [order_id for order_id, _ in rows]
+        if len(set(ids)) < len(ids):  # the same order twice: each write sees the last
+            with db_errors("answer CRM orders"):
+                return [self._bump(conn, order_id, values) for order_id, values in rows]
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for order_id, values in rows:
+            groups.setdefault(tuple(sorted(values)), []).append(
+                {"_order_id": order_id, **{f"_v_{k}": v for k, v in values.items()}})
+        now = utcnow()
+        with db_errors("answer CRM orders"):
+            for columns, params in groups.items():
+                conn.execute(
+                    update(crm_order).where(crm_order.c.order_id == bindparam("_order_id"))
+                    .values(checked_columns(crm_order, {c: bindparam(f"_v_{c}")
+                                                        for c in columns}))
+                    .values(version=crm_order.c.version + 1, modified_by=HUB_USER,
+                            modified_at=now), params)
+            versions = {r.order_id: int(r.version) for r in conn.execute(
+                select(crm_order.c.order_id, crm_order.c.version)
+                .where(crm_order.c.order_id.in_(ids)))}
+        missing = [order_id for order_id in ids if order_id not in versions]
+        if missing:
+            raise UnknownReference(f"the CRM has no order {missing[0]}")
+        return [versions[order_id] for order_id in ids]
+
+    def _answer_values(self, fields: Mapping[str, Any], status: str, message: str | None
+                       ) -> dict[str, Any]:
         if status not in INTEGRATION_STATUSES:
             raise ValueError(f"integration status must be one of {INTEGRATION_STATUSES}, "
                              f"not {status!r}")
@@ -248,8 +295,7 @@ class CrmOrders:
             doc_num = fields["erp_doc_num"]
             values["erp_order_number"] = None if doc_num is None else str(doc_num)
         values.update(integration_status=status, integration_message=hub_text(message))
-        with db_errors(f"answer CRM order {order_id}"):
-            return self._bump(conn, order_id, values)
+        return values
 
     def set_integration(self, conn: Connection, order_id: str, status: str,
                         message: str | None) -> int:

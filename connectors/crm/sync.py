@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection
 
 from connectors.crm.accounts import CrmAccounts
-from connectors.crm.orders import CrmOrders
+from connectors.crm.orders import Answer, CrmOrders
 from connectors.crm.shipments import CrmShipments
 from hub.errors import DependencyMissing, InvalidMessage, UnknownReference
 from hub.model.messages import (
@@ -275,8 +275,13 @@ class CrmApplier(Applier):
         orders = CrmOrders()
         stale = self._overtaken(messages)
         with self.runtime.system("crm").begin() as crm:
-            versions = [self._write_answer(crm, orders, message, keep_status=overtaken)
-                        for message, overtaken in zip(messages, stale, strict=True)]
+            if len(messages) == 1:
+                versions = [self._write_answer(crm, orders, messages[0], keep_status=stale[0])]
+            else:
+                answers = [self._answer_of(crm, orders, message, keep_status=overtaken)
+                           for message, overtaken in zip(messages, stale, strict=True)]
+                versions = list(zip([a.order_id for a in answers],
+                                    orders.answer_many(crm, answers), strict=True))
             with self.runtime.store.begin() as hub:
                 cids = Xref.resolve_many(hub, "order", [{"crm": order_id}
                                                         for order_id, _ in versions])
@@ -316,8 +321,9 @@ class CrmApplier(Applier):
         return stale
 
     @staticmethod
-    def _write_answer(crm: Connection, orders: CrmOrders, message: OrderStatusChanged,
-                      *, keep_status: bool = False) -> tuple[str, int]:
+    def _answer_of(crm: Connection, orders: CrmOrders, message: OrderStatusChanged,
+                   *, keep_status: bool = False) -> Answer:
+        """What the ERP's answer writes to its CRM order."""
         order_id = message.crm_id or (
             orders.find_by_number(crm, message.order_number) if message.order_number
             else None)
@@ -328,9 +334,14 @@ class CrmApplier(Applier):
             fields["erp_doc_num"] = message.erp_doc_num
         if message.status is not None and not keep_status:
             fields["status"] = message.status
-        version = orders.answer(crm, order_id, fields, message.integration_status,
-                                message.integration_message)
-        return order_id, version
+        return Answer(order_id, fields, message.integration_status,
+                      message.integration_message)
+
+    @classmethod
+    def _write_answer(cls, crm: Connection, orders: CrmOrders, message: OrderStatusChanged,
+                      *, keep_status: bool = False) -> tuple[str, int]:
+        answer = cls._answer_of(crm, orders, message, keep_status=keep_status)
+        return answer.order_id, orders.answer(crm, *answer)
 
     def _delivery(self, message: DeliveryPosted) -> None:
         delivery = message.delivery

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Connection, Engine, Table, func, select
 
 from connectors.crm import CrmOrders
+from connectors.crm.orders import Answer
 from connectors.crm.schema import crm_order, crm_order_line
 from hub.errors import InvalidMessage, UnknownReference
 from hub.model.records import Order, OrderLine
@@ -178,6 +179,38 @@ def test_set_integration_records_status_and_a_visibly_cut_message(crm: Engine) -
             CrmOrders().set_integration(conn, order_id, "done", None)
         with pytest.raises(UnknownReference):
             CrmOrders().set_integration(conn, "nope", "pending", None)
+
+
+def test_answers_to_many_orders_are_written_together_as_one_by_one(crm: Engine) -> None:
+    with crm.begin() as conn:
+        ids = [insert_order(conn, f"SO-2{n}", version=n + 1) for n in range(4)]
+    answers = [
+        Answer(ids[0], {"erp_doc_num": 501, "status": "on_hold"}, "synced", None),
+        Answer(ids[1], {"erp_doc_num": 502}, "synced", None),
+        Answer(ids[2], {}, "error", "item(s) ETAC-99X do not exist in the ERP"),
+        Answer(ids[3], {"erp_doc_num": 504, "status": "confirmed"}, "synced", None),
+    ]
+    with crm.begin() as conn:
+        versions = CrmOrders().answer_many(conn, answers)
+    with crm.connect() as conn:
+        rows = [order_row(conn, order_id) for order_id in ids]
+    assert versions == [2, 3, 4, 5] == [r.version for r in rows]
+    assert [(r.erp_order_number, r.status, r.integration_status) for r in rows] == [
+        ("501", "on_hold", "synced"), ("502", "submitted", "synced"),
+        (None, "submitted", "error"), ("504", "confirmed", "synced")]
+    assert rows[2].integration_message == "item(s) ETAC-99X do not exist in the ERP"
+    assert {r.modified_by for r in rows} == {"hub"}
+    # The same order twice: written in turn, each version its own.
+    with crm.begin() as conn:
+        assert CrmOrders().answer_many(conn, [answers[1], answers[1]._replace(
+            fields={"status": "confirmed"})]) == [4, 5]
+        assert order_row(conn, ids[1]).status == "confirmed"
+    # An unknown order fails the lot (the caller's transaction rolls back).
+    with pytest.raises(UnknownReference, match="no order nope"):
+        with crm.begin() as conn:
+            CrmOrders().answer_many(conn, [answers[0], Answer("nope", {}, "synced", None)])
+    with crm.connect() as conn:
+        assert order_row(conn, ids[0]).version == 2
 
 
 def test_a_short_message_is_kept_whole(crm: Engine) -> None:
