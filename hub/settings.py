@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     http_port: int = Field(8080, ge=0, le=65535)
     poll_interval: float = Field(1.0, gt=0, description="Seconds between polls of a source.")
     watermark_overlap: float = Field(
-        10.0, gt=0, description="Seconds every poll reads back, for changes committed late.")
+        10.0, gt=0, description="Seconds a poll reads back, for changes committed late (in a "
+        "backlog: every half overlap of progress, and once caught up).")
     watermark_sweep: float = Field(
         300.0, ge=0, description="Seconds polls read back once a minute (keys only, a few "
         "pages per poll), for changes committed later than the overlap (a writer whose "
