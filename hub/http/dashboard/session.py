@@ -2,9 +2,9 @@
 
 A member of staff logs in once with their staff API token; the dashboard answers with a
 session cookie (HttpOnly, SameSite=Strict, path ``/ops``) that holds the token's id, a random
-nonce and an expiry, signed with HMAC-SHA256. The token itself is never put in a cookie. Every
-request re-checks that the token is still a live staff token, so revoking it
-(``hub token revoke``) ends its sessions at once.
+nonce and an expiry, signed with HMAC-SHA256 (itsdangerous, a key derived per purpose). The
+token itself is never put in a cookie. Every request re-checks that the token is still a live
+staff token, so revoking it (``hub token revoke``) ends its sessions at once.
 
 Forms that change something carry a CSRF token derived from the session's nonce; the login
 form's comes from a short-lived pre-login cookie (double submit), so a foreign page cannot
@@ -13,10 +13,8 @@ log a browser in under somebody else's token either.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import time
@@ -24,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous import Signer as ItsSigner
 from sqlalchemy import select
 
 from hub.readings import read_only
@@ -58,26 +58,21 @@ class Signer:
         self.ttl = ttl
         self._clock = clock
 
-    def _mac(self, purpose: str, payload: bytes) -> str:
-        digest = hmac.new(self._key, purpose.encode() + b"\0" + payload, hashlib.sha256)
-        return base64.urlsafe_b64encode(digest.digest()).decode().rstrip("=")
+    def _serializer(self, purpose: str) -> URLSafeSerializer:
+        return URLSafeSerializer(self._key, salt=purpose,
+                                 signer_kwargs={"digest_method": hashlib.sha256})
 
     def sign(self, purpose: str, data: dict[str, object]) -> str:
         """``data`` as a cookie value only this key can have made for ``purpose``."""
-        payload = base64.urlsafe_b64encode(
-            json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-        return f"{payload}.{self._mac(purpose, payload.encode())}"
+        return str(self._serializer(purpose).dumps(data))
 
     def unsign(self, purpose: str, value: str | None) -> dict[str, object] | None:
         """The data of a value :meth:`sign` made for ``purpose``; None for anything else."""
-        if not value or len(value) > 4096 or "." not in value:
-            return None
-        payload, _, mac = value.rpartition(".")
-        if not hmac.compare_digest(mac, self._mac(purpose, payload.encode())):
+        if not value or len(value) > 4096:
             return None
         try:
-            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except ValueError:
+            data = self._serializer(purpose).loads(value)
+        except BadData:
             return None
         return data if isinstance(data, dict) else None
 
@@ -106,7 +101,8 @@ class Signer:
 
     def csrf(self, nonce: str) -> str:
         """The CSRF token of forms under a session (or pre-login) nonce."""
-        return self._mac("csrf", nonce.encode())
+        signer = ItsSigner(self._key, salt="csrf", digest_method=hashlib.sha256)
+        return signer.get_signature(nonce).decode("ascii")
 
     def csrf_ok(self, nonce: str | None, value: str | None) -> bool:
         return bool(nonce and value) and hmac.compare_digest(self.csrf(nonce or ""), value or "")
