@@ -206,9 +206,8 @@ def test_answers_to_many_orders_are_written_together_as_one_by_one(crm: Engine) 
             fields={"status": "confirmed"})]) == [4, 5]
         assert order_row(conn, ids[1]).status == "confirmed"
     # An unknown order fails the lot (the caller's transaction rolls back).
-    with pytest.raises(UnknownReference, match="no order nope"):
-        with crm.begin() as conn:
-            CrmOrders().answer_many(conn, [answers[0], Answer("nope", {}, "synced", None)])
+    with pytest.raises(UnknownReference, match="no order nope"), crm.begin() as conn:
+        CrmOrders().answer_many(conn, [answers[0], Answer("nope", {}, "synced", None)])
     with crm.connect() as conn:
         assert order_row(conn, ids[0]).version == 2
 
