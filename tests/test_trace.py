@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal as D
 from pathlib import Path
@@ -20,6 +21,8 @@ from hub.daemon import Daemon
 from hub.demo.people import Line
 from hub.http.app import create_app
 from hub.parts import build_parts
+from hub.readings import outbox as outbox_reading
+from hub.readings import queue_depths
 from hub.store import Store
 from hub.store.tables import journal
 from hub.store.types import utcnow
@@ -210,11 +213,23 @@ def test_a_conflict_shows_both_values_and_the_winner(stack: Stack) -> None:
     erp.comment(doc, "plant says")
     restart(stack)
     result = traced(stack, number, lambda t: bool(t.conflicts), "the conflict")
-    # Let both appliers meet it (the CRM's change in the ERP, the ERP's in the CRM): it is
-    # recorded once all the same.
-    wait_for(lambda: sum(e.event == "applied" and e.type == "order.changed"
-                         for e in trace(stack.runtime.store, number).events) >= 3, 30,
-             "both changes applied")
+    # Let everything in flight be applied: the ERP's change too, when the ERP poller read it
+    # before the CRM's change reached the ERP (it may not have: then the poller saw the hub's
+    # own write and sent nothing). Whichever applier met the conflict, it is recorded once.
+
+    def settled() -> bool:
+        with stack.runtime.store.begin() as conn:
+            pending = outbox_reading(conn).pending
+        erp_now = erp_row(stack, order_id)
+        return (sum(e.event == "applied" and e.type == "order.changed"
+                    for e in trace(stack.runtime.store, number).events) >= 2
+                and crm_row(stack, order_id).notes == "sales says"
+                and erp_now is not None and erp_now.Comments == "sales says"
+                and pending == 0 and not any(queue_depths(stack.runtime.bus).values()))
+
+    for _ in range(3):  # settled, and still so a second later, twice
+        wait_for(settled, 30, "both systems agreeing, nothing in flight")
+        time.sleep(1)
     result = trace(stack.runtime.store, number, systems=systems(stack))
     notes = [c for c in result.conflicts if c.field == "notes"]
     assert len(notes) == 1 and len(result.conflicts) == 1
