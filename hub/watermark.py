@@ -69,6 +69,13 @@ def window(
     return query.order_by(changed_at, key).limit(limit)
 
 
+@dataclass(frozen=True)
+class _Cursor:
+    after: tuple[dt.datetime, str]  # where the poll stopped
+    key: str  # the last change it took, and when that changed
+    changed_at: dt.datetime
+
+
 class Watermark:
     """The read position of one source stream (e.g. ``crm.crm_order``)."""
 
@@ -84,11 +91,12 @@ class Watermark:
         self.sweep_every = sweep_every
         self._swept_at: float | None = None  # monotonic; None: sweep at the first poll
         self._sweep_after: tuple[dt.datetime, str] | None = None  # where a sweep goes on
-        # Backlog: where the last committed full poll stopped, the position when the window
-        # was last read whole, and the cursor of a poll not yet committed.
-        self._cursor: tuple[dt.datetime, str] | None = None
+        # Backlog: where the last full poll stopped, with the last change it took (found in
+        # the seen-set only if that poll's transaction committed); the position when the
+        # window was last read whole; the cursor of a poll not yet committed.
+        self._cursor: _Cursor | None = None
         self._window_at: dt.datetime | None = None
-        self._next_cursor: tuple[dt.datetime, str] | None = None
+        self._next_cursor: _Cursor | None = None
 
     def tune(self, *, overlap: float, sweep: float) -> None:
         """Set the overlap and sweep windows (seconds; a sweep at most the overlap is off)."""
@@ -120,14 +128,18 @@ class Watermark:
         """
         position = self.position(conn)
         lower = None if position is None else position - self.overlap
-        cursor, self._cursor, self._next_cursor = self._cursor, None, None
-        if cursor is None or position is None or self._window_at is None or (
-                position - self._window_at >= self.overlap / 2):
-            cursor, self._window_at = None, position  # the whole window again
+        held, self._cursor, self._next_cursor = self._cursor, None, None
+        cursor = None
+        if (held is not None and position is not None and self._window_at is not None
+                and position - self._window_at < self.overlap / 2 and self._took(conn, held)):
+            cursor = held.after
+        else:
+            self._window_at = position  # the whole window again
         fresh: list[Change[T]]
         fresh, stopped, caught_up = self._unseen_pages(conn, fetch, lower, cursor, limit)
-        if not caught_up:
-            self._next_cursor = stopped  # a backlog: the next poll goes on from here
+        if not caught_up and fresh and stopped is not None:
+            # A backlog: the next poll goes on from here, if this one is committed.
+            self._next_cursor = _Cursor(stopped, fresh[-1].key, fresh[-1].changed_at)
         if (caught_up and len(fresh) < limit and position is not None and lower is not None
                 and self._sweeping()):
             taken = {(c.key, c.version) for c in fresh}
@@ -177,6 +189,13 @@ class Watermark:
             after = (fresh[-1].changed_at, fresh[-1].key)
         return fresh, after, False
 
+    def _took(self, conn: Connection, cursor: _Cursor) -> bool:
+        """Whether the poll that left ``cursor`` was committed: its last change is seen."""
+        return conn.execute(select(watermark_seen.c.row_key).where(
+            watermark_seen.c.source == self.source,
+            watermark_seen.c.row_key == cursor.key[:100],
+            watermark_seen.c.changed_at >= cursor.changed_at).limit(1)).first() is not None
+
     def _seen_between(self, conn: Connection, first: dt.datetime, last: dt.datetime
                       ) -> set[tuple[str, str]]:
         """What was taken with a change time between ``first`` and ``last`` (a second
@@ -189,8 +208,8 @@ class Watermark:
                 watermark_seen.c.changed_at <= last + slack))}
 
     def commit(self, conn: Connection, changes: Sequence[Change[T]]) -> None:
-        """Mark ``changes`` taken and move the position forward (never back). A poll that
-        is not committed (its transaction failed) leaves the next to read the whole window."""
+        """Mark ``changes`` taken and move the position forward (never back). A poll whose
+        transaction does not commit leaves the next to read the whole window."""
         self._cursor, self._next_cursor = self._next_cursor, None
         if not changes:
             return

@@ -192,6 +192,23 @@ def test_a_backlog_poll_that_is_not_committed_is_read_again(store: Store) -> Non
     assert sorted(k for k, _ in again) == [f"K{i:03}" for i in range(20, 30)]
 
 
+def test_a_backlog_poll_whose_transaction_rolls_back_is_read_again(store: Store) -> None:
+    wm = Watermark("test.rolled_back", overlap=dt.timedelta(seconds=10), sweep=dt.timedelta(0))
+    stamps = [i / 10 for i in range(20)] + [2 + i / 10 for i in range(10)] + [
+        20 + i / 10 for i in range(10)] + [40.0]
+    for i, stamp in enumerate(stamps):
+        put(store, f"K{i:03}", 1, at(stamp))
+    taken = [k for k, _ in take(store, wm, limit=10)]
+    with pytest.raises(RuntimeError), store.begin() as conn:
+        changes = wm.poll(conn, fetcher(store), limit=10)
+        assert [c.key for c in changes][:1] == ["K010"]
+        wm.commit(conn, changes)
+        raise RuntimeError("the outbox insert failed")  # rolled back after commit()
+    for _ in range(6):  # by the time the poll caught up, K010-K019 lie outside its window
+        taken += [k for k, _ in take(store, wm, limit=10)]
+    assert sorted(taken) == [f"K{i:03}" for i in range(len(stamps))]
+
+
 def test_a_page_with_more_unseen_rows_than_room_leaves_none_behind(store: Store) -> None:
     wm = Watermark("test.overflow", overlap=dt.timedelta(seconds=60), sweep=dt.timedelta(0))
     for i in range(0, 20, 2):
