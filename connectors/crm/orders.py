@@ -244,23 +244,17 @@ class CrmOrders:
                 self._set_shipped(conn, order_id, number, shipped)
             return self._bump(conn, order_id, values)
 
-    def answer(self, conn: Connection, order_id: str, fields: Mapping[str, Any], status: str,
-               message: str | None) -> int:
-        """Header ``fields`` (as :meth:`update`, without lines) and the integration status in
-        one write; returns the order's new version. Raises as those two do."""
-        values = self._answer_values(fields, status, message)
-        with db_errors(f"answer CRM order {order_id}"):
-            return self._bump(conn, order_id, values)
-
     def answer_many(self, conn: Connection, answers: Sequence[Answer]) -> list[int]:
-        """:meth:`answer` for many orders, each at most once: one UPDATE per set of columns
-        written, sent as one batch, and one read of the new versions (returned in order).
-        Raises UnknownReference if an order is not there, having written the others: the
-        caller's transaction must not commit then."""
+        """Write each answer's header ``fields`` (as :meth:`update`, without lines) and
+        integration status; returns the orders' new versions, in order. Many orders: one
+        UPDATE per set of columns written, sent as one batch, and one read of the versions;
+        one order (or the same order twice): an ``UPDATE ... RETURNING`` each. Raises
+        ValueError for an unknown integration status, UnknownReference if an order is not
+        there, having written the others: the caller's transaction must not commit then."""
         rows = [(a.order_id, self._answer_values(a.fields, a.status, a.message))
                 for a in answers]
         ids = [order_id for order_id, _ in rows]
-        if len(set(ids)) < len(ids):  # the same order twice: each write sees the last
+        if len(set(ids)) < len(ids) or len(ids) == 1:  # each write sees the one before
             with db_errors("answer CRM orders"):
                 return [self._bump(conn, order_id, values) for order_id, values in rows]
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}

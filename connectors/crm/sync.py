@@ -275,13 +275,10 @@ class CrmApplier(Applier):
         orders = CrmOrders()
         stale = self._overtaken(messages)
         with self.runtime.system("crm").begin() as crm:
-            if len(messages) == 1:
-                versions = [self._write_answer(crm, orders, messages[0], keep_status=stale[0])]
-            else:
-                answers = [self._answer_of(crm, orders, message, keep_status=overtaken)
-                           for message, overtaken in zip(messages, stale, strict=True)]
-                versions = list(zip([a.order_id for a in answers],
-                                    orders.answer_many(crm, answers), strict=True))
+            answers = [self._answer_of(crm, orders, message, keep_status=overtaken)
+                       for message, overtaken in zip(messages, stale, strict=True)]
+            versions = list(zip([a.order_id for a in answers],
+                                orders.answer_many(crm, answers), strict=True))
             with self.runtime.store.begin() as hub:
                 cids = Xref.resolve_many(hub, "order", [{"crm": order_id}
                                                         for order_id, _ in versions])
@@ -336,12 +333,6 @@ class CrmApplier(Applier):
             fields["status"] = message.status
         return Answer(order_id, fields, message.integration_status,
                       message.integration_message)
-
-    @classmethod
-    def _write_answer(cls, crm: Connection, orders: CrmOrders, message: OrderStatusChanged,
-                      *, keep_status: bool = False) -> tuple[str, int]:
-        answer = cls._answer_of(crm, orders, message, keep_status=keep_status)
-        return answer.order_id, orders.answer(crm, *answer)
 
     def _delivery(self, message: DeliveryPosted) -> None:
         delivery = message.delivery
