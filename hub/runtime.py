@@ -55,7 +55,7 @@ class Runtime:
         with self._lock:
             if name not in self._engines:
                 self._engines[name] = make_engine(
-                    url, connect_timeout=self.settings.connect_timeout
+                    url, connect_timeout=self.settings.connect_timeout, multirow_inserts=True
                 )
             return self._engines[name]
 

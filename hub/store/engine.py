@@ -24,8 +24,17 @@ __all__ = ["READ_ONLY", "make_engine"]
 READ_ONLY = "hub_read_only"
 
 
-def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5) -> Engine:
-    """Create an engine for ``url``; the SQLite file's folder is created when missing."""
+def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5,
+                multirow_inserts: bool = False) -> Engine:
+    """Create an engine for ``url``; the SQLite file's folder is created when missing.
+
+    ``multirow_inserts``: an INSERT of many rows is sent as multi-row ``INSERT ... VALUES``
+    statements (SQLAlchemy's "insertmanyvalues", up to 1,000 rows each) instead of one
+    statement per row. Through ODBC that makes the ERP's order lines 2-3 times cheaper to
+    write (``bench/``). The result's ``rowcount`` then no longer counts rows a database
+    skipped (``INSERT IGNORE``, ``ON CONFLICT DO NOTHING``), so the hub store, which counts
+    them, keeps it off; the systems' engines turn it on. SQLite is left as it is.
+    """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
@@ -49,6 +58,8 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5) -
     elif backend in ("mysql", "mariadb"):
         kwargs["connect_args"] = {"connect_timeout": max(1, int(connect_timeout))}
     engine = create_engine(parsed, **kwargs)
+    if multirow_inserts:
+        engine.dialect.use_insertmanyvalues_wo_returning = True
     if backend in ("mysql", "mariadb") and driver == "pyodbc":
         _datetimes_as_text(engine)
     return engine
@@ -76,7 +87,9 @@ def _datetimes_as_text(engine: Engine) -> None:
     @event.listens_for(engine, "before_cursor_execute", retval=True)
     def _rewrite(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
                  executemany: bool) -> tuple[str, Any]:
-        if executemany:
+        # A multi-row INSERT (insertmanyvalues) arrives flagged executemany with one flat
+        # row of parameters for all its rows; a true executemany with a row per execution.
+        if executemany and parameters and isinstance(parameters[0], list | tuple):
             return statement, [_as_text(p) for p in parameters]
         return statement, _as_text(parameters)
 

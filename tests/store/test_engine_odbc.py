@@ -1,4 +1,6 @@
-"""A MariaDB URL through ODBC reaches the server on the port it names, not 3306.
+"""The hub's engines for MariaDB through ODBC.
+
+A MariaDB URL through ODBC reaches the server on the port it names, not 3306.
 
 Found by the fault suite: SQLAlchemy writes ``Server=host,port`` for pyodbc, which MariaDB
 Connector/ODBC reads as the host alone, so an ERP configured on another port was silently
@@ -7,10 +9,12 @@ reached on the default one (another server).
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Column, Integer, MetaData, Table, event, insert, select, text
+from sqlalchemy.dialects.mysql import DATETIME
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -43,4 +47,30 @@ def test_a_port_where_nothing_listens_fails_instead_of_reaching_another_server()
         with pytest.raises(DBAPIError), engine.connect() as conn:
             conn.execute(text("SELECT @@port"))
     finally:
+        engine.dispose()
+
+
+def test_multirow_inserts_send_few_statements_and_keep_microseconds() -> None:
+    """The systems' engines send an INSERT of many rows as multi-row statements; datetimes
+    still reach MariaDB as text with their microseconds (pyodbc would zero them)."""
+    engine = make_engine(MARIADB_URL, multirow_inserts=True)
+    table = Table("t_multirow", MetaData(), Column("id", Integer, primary_key=True),
+                  Column("at", DATETIME(fsp=6)))
+    sent: list[str] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_: sent.append(statement))
+    start = dt.datetime(2026, 11, 24, 8, 0, 0, 1)
+    rows = [{"id": i, "at": start + dt.timedelta(microseconds=i)} for i in range(1, 2_501)]
+    try:
+        table.drop(engine, checkfirst=True)
+        table.create(engine)
+        sent.clear()
+        with engine.begin() as conn:
+            conn.execute(insert(table), rows)
+        assert len(sent) == 3  # 1,000 rows a statement
+        with engine.connect() as conn:
+            back = dict(conn.execute(select(table.c.id, table.c.at)).all())
+        assert back == {row["id"]: row["at"] for row in rows}
+    finally:
+        table.drop(engine, checkfirst=True)
         engine.dispose()
