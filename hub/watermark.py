@@ -179,7 +179,7 @@ class Watermark:
                 page = [c for c in page if c.changed_at < until]
             if not page:
                 return fresh, after, True
-            seen = self._seen_between(conn, page[0].changed_at, page[-1].changed_at)
+            seen = self._seen(conn, page)
             fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
             after = (page[-1].changed_at, page[-1].key)
             if len(page) < limit and len(fresh) <= limit:
@@ -196,16 +196,18 @@ class Watermark:
             watermark_seen.c.row_key == cursor.key[:100],
             watermark_seen.c.changed_at >= cursor.changed_at).limit(1)).first() is not None
 
-    def _seen_between(self, conn: Connection, first: dt.datetime, last: dt.datetime
-                      ) -> set[tuple[str, str]]:
-        """What was taken with a change time between ``first`` and ``last`` (a second
-        wider each way, whatever precision the store keeps times in): one range read."""
+    def _seen(self, conn: Connection, page: Sequence[Change[Any]]) -> set[tuple[str, str]]:
+        """Which keys of ``page`` were taken, and in which versions, with a change time
+        between the page's first and last (a second wider each way, whatever precision the
+        store keeps times in): one read by key. Not by time alone: a bulk load stamps
+        thousands of rows in the same second, and every page of it would read them all."""
         slack = dt.timedelta(seconds=1)
         return {(r.row_key, r.row_version) for r in conn.execute(
             select(watermark_seen.c.row_key, watermark_seen.c.row_version).where(
                 watermark_seen.c.source == self.source,
-                watermark_seen.c.changed_at >= first - slack,
-                watermark_seen.c.changed_at <= last + slack))}
+                watermark_seen.c.row_key.in_({c.key[:100] for c in page}),
+                watermark_seen.c.changed_at >= page[0].changed_at - slack,
+                watermark_seen.c.changed_at <= page[-1].changed_at + slack))}
 
     def commit(self, conn: Connection, changes: Sequence[Change[T]]) -> None:
         """Mark ``changes`` taken and move the position forward (never back). A poll whose

@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, and_, or_, select
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, and_, or_, select
 
 from hub.store import Store, UtcDateTime
 from hub.watermark import Change, Watermark
@@ -177,6 +178,33 @@ def test_a_backlog_stamped_in_one_instant_drains_in_linear_reads(store: Store) -
     put(store, "LATE", 1, at(10.0005))
     with store.begin() as conn:
         assert [c.key for c in wm.poll(conn, fetcher(store), limit=10)] == ["LATE"]
+
+
+class CountingSeen(Watermark):
+    """A watermark that counts the seen rows each page of a poll reads back."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen_rows: list[int] = []
+
+    def _seen(self, conn: Connection, page: Sequence[Change[Any]]) -> set[tuple[str, str]]:
+        found = super()._seen(conn, page)
+        self.seen_rows.append(len(found))
+        return found
+
+
+def test_the_seen_rows_read_for_a_page_are_the_pages_own(store: Store) -> None:
+    """Found by the order benchmark: each page of a backlog stamped in one instant read
+    back every row taken in that second, so the seen-set reads grew with the backlog."""
+    wm = CountingSeen("test.seen", overlap=dt.timedelta(seconds=60), sweep=dt.timedelta(0))
+    for i in range(60):
+        put(store, f"K{i:03}", 1, at(10 + i / 1_000_000))
+    while len(take(store, wm, limit=10)) == 10:
+        pass
+    put(store, "K000", 2, at(10.00007))  # a new version: the old one is in the seen-set
+    wm.seen_rows.clear()
+    assert take(store, wm, limit=10) == [("K000", 2)]
+    assert wm.seen_rows and max(wm.seen_rows) <= 10, wm.seen_rows
 
 
 def test_a_backlog_poll_that_is_not_committed_is_read_again(store: Store) -> None:
