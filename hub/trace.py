@@ -87,6 +87,7 @@ from sqlalchemy import Connection, Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.erp.common import doc_key
 from hub.settings import Settings
 from hub.store.db import Store
 from hub.store.engine import READ_ONLY, make_engine
@@ -215,11 +216,6 @@ def _missing_sqlite(url: str) -> bool:
 # -- gathering -------------------------------------------------------------------------------
 
 
-def _doc_key(doc_entry: int) -> str:
-    """The ERP order's key in ``id_xref`` (as :func:`connectors.erp.sync.doc_key`)."""
-    return f"{doc_entry:012d}"
-
-
 def _row_dict(row: Any, columns: Iterable[str]) -> dict[str, Any]:
     mapping = row._mapping
     return {name: mapping[name] for name in columns}
@@ -319,7 +315,7 @@ class _Tracer:
             if crm_row is not None:
                 cid = canonical_order(hub, "crm", crm_row.order_id)
             if cid is None and erp_row is not None:
-                cid = canonical_order(hub, "erp", _doc_key(erp_row.DocEntry))
+                cid = canonical_order(hub, "erp", doc_key(erp_row.DocEntry))
             if cid is None:
                 cid = next((r.canonical_id for r in hub.execute(
                     select(conflict.c.canonical_id, conflict.c.correlation_key)
@@ -372,7 +368,7 @@ class _Tracer:
             deliveries = self._read("erp", "read deliveries",
                                     lambda c: erp_deliveries(c, erp_row.DocEntry)) or []
             self.state["erp"] = {**_row_dict(erp_row, ERP_ORDER), "deliveries": deliveries}
-        letter_keys = [*keys, _doc_key(ref.erp_doc_entry)] if ref.erp_doc_entry else keys
+        letter_keys = [*keys, doc_key(ref.erp_doc_entry)] if ref.erp_doc_entry else keys
         with self.store.begin() as hub:
             rows = self._journal(hub, keys)
             batches = _dedupe([

@@ -29,9 +29,10 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 from connectors.crm.schema import crm_order
 from connectors.crm.sync import CrmApplier
+from connectors.erp.common import doc_key
 from connectors.erp.orders import ErpOrders
 from connectors.erp.schema import ordr, rdr1
-from connectors.erp.sync import ErpApplier, doc_key
+from connectors.erp.sync import ErpApplier
 from hub.errors import DatabaseUnavailable
 from hub.model.messages import OrderChanged, OrderStatusChanged, decode
 from hub.store.tables import outbox
