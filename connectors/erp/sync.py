@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Connection, Engine
 
-from connectors.erp.common import version_of
+from connectors.erp.common import doc_key, version_of
 from connectors.erp.documents import ErpDeliveries
 from connectors.erp.order_reads import order_versions, read_orders
 from connectors.erp.orders import ErpOrders, NewOrder
@@ -64,10 +64,6 @@ __all__ = ["ErpApplier", "ErpPoller", "order_key"]
 log = logging.getLogger(__name__)
 
 
-def doc_key(doc_entry: int) -> str:
-    return f"{doc_entry:012d}"
-
-
 def order_key(order: Order) -> str:
     """The correlation key of an ERP order: the CRM's order number, or ``ERP-<DocNum>``."""
     return order.order_number or f"ERP-{order.erp_doc_num}"
@@ -84,7 +80,7 @@ class ErpPoller(Poller):
         return [
             Stream(Watermark("erp.OCRD"), partners.changes, self._party_messages),
             Stream(Watermark("erp.ORDR"), orders.changed_keys, self._order_messages,
-                   load=orders.load),
+                   load=orders.load, own=_own_orders),
             Stream(Watermark("erp.ODLN"), deliveries.changes, self._delivery_messages),
         ]
 
@@ -340,7 +336,8 @@ class ErpApplier(Applier):
                 # Only what the hub wrote: an edit someone made in the ERP meanwhile, not yet
                 # polled, must still look like that person's change when it is read.
                 names = ALL_FIELDS if plan.wrote is None else plan.wrote
-                remember_written(state.side("erp"), version, project(after, names))
+                remember_written(state.side("erp"), version, project(after, names),
+                                 whole=plan.wrote is None)
                 if before is not None:  # an update: undone at the next write if the ERP lost it
                     state.pending(before, "erp")
             remember_source(state.side("crm"), plan.message.source_version, order)
@@ -511,6 +508,20 @@ class ErpApplier(Applier):
             Outbox.add(hub, [self._error_answer(message, reason)],
                        partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()
+
+
+def _own_orders(hub: Connection, changes: Sequence[Change[Any]]) -> set[tuple[str, str]]:
+    """The changes that are orders the hub created, unchanged since: the version the
+    applier read back whole and remembered before the ERP committed. (After an update the
+    hub remembers only what it wrote, and someone's edit made before it must still be read.)
+    Another writer would have to stamp the same microsecond to be taken for one, as it would
+    to hide in the watermark's seen-set."""
+    cids = Xref.canonical_many(hub, "order", "erp", [c.key for c in changes])
+    states = SyncState.load_many(hub, "order", sorted(set(cids.values())))
+    sides = {key: states[cid].sides.get("erp") for key, cid in cids.items()}
+    return {(c.key, c.version) for c in changes
+            if (side := sides.get(c.key)) is not None and side.whole
+            and side.version == c.version}
 
 
 def _settled(hub: Connection, plans: Sequence[OrderPlan]) -> None:

@@ -77,12 +77,15 @@ def refused_before(side: Side, order: Order) -> bool:
     return bool(side.fields) and side.fields == project(order, TO_ERP)
 
 
-def remember_written(side: Side, version: str | None, values: Mapping[str, Any]) -> None:
+def remember_written(side: Side, version: str | None, values: Mapping[str, Any], *,
+                     whole: bool = False) -> None:
     """What the hub wrote into a side: only those fields, so an edit a person made there
-    meanwhile (not yet polled) still shows as a change of that side."""
+    meanwhile (not yet polled) still shows as a change of that side. ``whole``: ``values``
+    are the whole record as read back after the hub created it (see :attr:`Side.whole`)."""
     if version is not None:
         side.version = version
     side.fields.update(values)
+    side.whole = whole
 
 
 def party_fields(party: Party, names: Iterable[str] = PARTY_FIELDS) -> dict[str, Any]:

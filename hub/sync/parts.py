@@ -8,6 +8,7 @@ records apply in parallel), skips messages its inbox has seen, and applies the r
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -51,6 +52,9 @@ class Stream:
     messages: Callable[[Connection, Connection, Sequence[Change[Any]]], list[Message]]
     #: load(source_conn, changes) -> the changes with rows, when ``fetch`` lists keys only
     load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[Any]]] | None = None
+    #: own(hub_conn, changes) -> the (key, version) of those the hub wrote itself, as it
+    #: remembered them; with ``load``, these are taken without reading their rows
+    own: Callable[[Connection, Sequence[Change[Any]]], set[tuple[str, str]]] | None = None
 
 
 def reject_source_row(hub: Connection, route: str, change: Change[Any],
@@ -120,15 +124,16 @@ class Poller(Part):
         try:
             with engine.connect() as source, self.runtime.store.begin() as hub:
                 source = source.execution_options(**{READ_ONLY: True})
-                load = stream.load
                 changes = stream.watermark.poll(
                     hub, lambda lower, after, limit: stream.fetch(source, lower, after, limit),
                     limit=self.page,
-                    load=None if load is None else (lambda found: load(source, found)),
+                    load=None if stream.load is None else functools.partial(
+                        _load, stream.load, stream.own, hub, source),
                 )
                 if not changes:
                     return 0
-                messages = stream.messages(hub, source, changes)
+                messages = stream.messages(hub, source, [c for c in changes
+                                                         if c.row is not None])
                 Outbox.add(hub, messages, partitions=self.runtime.settings.partitions)
                 stream.watermark.commit(hub, changes)
                 source.rollback()
@@ -139,6 +144,19 @@ class Poller(Part):
 
     def after_poll(self) -> None:
         """Hook for work that writes to the system once the poll's hub transaction is done."""
+
+
+def _load(load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[Any]]],
+          own_of: Callable[[Connection, Sequence[Change[Any]]], set[tuple[str, str]]] | None,
+          hub: Connection, source: Connection, found: Sequence[Change[Any]]
+          ) -> list[Change[Any]]:
+    """The rows of ``found``, except for the hub's own writes: an echo is taken as it is
+    (row None), without reading it, when the hub remembers writing that very version."""
+    own = own_of(hub, found) if own_of is not None else set()
+    loaded = {(c.key, c.version): c for c in load(
+        source, [c for c in found if (c.key, c.version) not in own])}
+    return [c if (c.key, c.version) in own else loaded[(c.key, c.version)] for c in found
+            if (c.key, c.version) in own or (c.key, c.version) in loaded]
 
 
 class Applier(Part):

@@ -40,6 +40,18 @@ def older(version: str, than: str | None) -> bool:
 class Side:
     version: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
+    #: True when ``fields`` hold the whole record at ``version`` as the hub read it back
+    #: right after creating it, not only the fields the hub wrote: that version, polled
+    #: later, is the hub's own write and needs no reading (see ``Stream.own``).
+    whole: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Side:
+        return cls(data.get("version"), data.get("fields", {}), bool(data.get("whole")))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"version": self.version, "fields": self.fields}
+        return {**out, "whole": True} if self.whole else out
 
 
 @dataclass
@@ -55,8 +67,8 @@ class SyncState:
     def snapshot(self) -> dict[str, Any]:
         """What the hub knows now, to keep with :meth:`pending` (taken before a write)."""
         return dict(json.loads(json.dumps(
-            {name: {"version": s.version, "fields": s.fields}
-             for name, s in self.sides.items() if name != PENDING}, default=str)))
+            {name: s.to_json() for name, s in self.sides.items() if name != PENDING},
+            default=str)))
 
     def pending(self, before: dict[str, Any], target: str) -> None:
         """Mark the write into ``target`` just remembered as not yet committed there, keeping
@@ -77,7 +89,7 @@ class SyncState:
         if target_version is not None and written is not None and not older(target_version,
                                                                                written):
             return False
-        self.sides = {name: Side(side.get("version"), side.get("fields", {}))
+        self.sides = {name: Side.from_json(side)
                       for name, side in pending.fields.get("before", {}).items()}
         return True
 
@@ -93,7 +105,7 @@ class SyncState:
         if raw is None:
             return cls(kind, canonical_id)
         data: dict[str, dict[str, Any]] = json.loads(raw)
-        sides = {name: Side(s.get("version"), s.get("fields", {})) for name, s in data.items()}
+        sides = {name: Side.from_json(s) for name, s in data.items()}
         return cls(kind, canonical_id, sides, exists=True)
 
     @classmethod
@@ -113,7 +125,7 @@ class SyncState:
                 out[cid] = cls(kind, cid)
                 continue
             data: dict[str, dict[str, Any]] = json.loads(raw[cid])
-            out[cid] = cls(kind, cid, {name: Side(side.get("version"), side.get("fields", {}))
+            out[cid] = cls(kind, cid, {name: Side.from_json(side)
                                        for name, side in data.items()}, exists=True)
         return out
 
@@ -138,8 +150,8 @@ class SyncState:
             state.exists = True
 
     def _raw(self) -> str:
-        return json.dumps({name: {"version": s.version, "fields": s.fields}
-                           for name, s in self.sides.items()}, sort_keys=True, default=str)
+        return json.dumps({name: s.to_json() for name, s in self.sides.items()},
+                          sort_keys=True, default=str)
 
     def _versions(self) -> str:
         return json.dumps({name: s.version for name, s in self.sides.items()})
