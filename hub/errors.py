@@ -4,6 +4,7 @@
     ├── RetryableError        the same work may succeed later: back off and retry
     │   ├── BrokerUnavailable     the bus cannot be reached or did not confirm in time
     │   ├── DatabaseUnavailable   a database connection failed, timed out or deadlocked
+    │   │   └── Contention            a deadlock or serialization failure: at once again
     │   └── DependencyMissing     something this message needs has not arrived yet
     └── PermanentError        retrying cannot help: dead-letter at once, with the reason
         ├── InvalidMessage        a message that does not parse or validate
@@ -25,6 +26,7 @@ from sqlalchemy import exc as sa_exc
 
 __all__ = [
     "BrokerUnavailable",
+    "Contention",
     "DatabaseUnavailable",
     "DependencyMissing",
     "ForbiddenTransition",
@@ -64,6 +66,13 @@ class BrokerUnavailable(RetryableError):
 
 
 class DatabaseUnavailable(RetryableError):
+    code = "database_unavailable"
+
+
+class Contention(DatabaseUnavailable):
+    """Two transactions wanted each other's locks and the database rolled one back (a
+    deadlock, a serialization failure): running it again at once usually succeeds."""
+
     code = "database_unavailable"
 
 
@@ -108,11 +117,12 @@ def translate_db_error(exc: BaseException, what: str) -> HubError:
     detail = f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return DatabaseUnavailable(detail)
+    text = str(exc).lower()
+    if any(s in text for s in ("deadlock", "could not serialize")):
+        return Contention(detail)
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return DatabaseUnavailable(detail)
-    text = str(exc).lower()
-    if any(s in text for s in ("deadlock", "lock wait timeout", "database is locked",
-                                "could not serialize", "connection")):
+    if any(s in text for s in ("lock wait timeout", "database is locked", "connection")):
         return DatabaseUnavailable(detail)
     return PermanentError(detail)
 

@@ -23,7 +23,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.bus.base import Incoming, Subscription, backoff
-from hub.errors import HubError, translate_db_error
+from hub.errors import Contention, HubError, translate_db_error
 from hub.model.messages import Message
 from hub.outbox import Outbox
 from hub.parts import Part
@@ -227,15 +227,25 @@ class Applier(Part):
         transaction for the run); other messages, and a message whose key is already in the
         running group, wait for the group, so each key keeps its order. A run that fails as
         a whole (the system unreachable, a deadlock) is applied again one message at a
-        time, each with its own retry and dead-letter path."""
+        time, each with its own retry and dead-letter path. A run that lost a lock race (a
+        deadlock: two first writers of an empty ERP document series) is run once more as a
+        whole first: one at a time, each message would queue behind every batch."""
         outcomes: list[BaseException | None] = []
         group: list[M] = []
         group_finals: list[bool] = []
 
+        def run() -> list[BaseException | None]:
+            try:
+                return together(list(group), list(group_finals))
+            except Contention as exc:
+                log.info("%s: a batch of %d lost a lock race (%s); once more", self.name,
+                         len(group), exc)
+                return together(list(group), list(group_finals))
+
         def flush() -> None:
             if len(group) > 1:
                 try:
-                    outcomes.extend(together(list(group), list(group_finals)))
+                    outcomes.extend(run())
                 except HubError as exc:
                     log.info("%s: a batch of %d failed as a whole (%s); one at a time",
                              self.name, len(group), exc)
