@@ -25,8 +25,8 @@ from sqlalchemy import Connection, select
 from connectors.erp.documents import ErpDeliveries
 from connectors.erp.order_reads import BASE_DELIVERY, read_orders
 from connectors.erp.orders import ErpOrders
+from connectors.erp.poller import order_key
 from connectors.erp.schema import ibt1, ocrd, oitm
-from connectors.erp.sync import order_key
 from hub.errors import MappingError, db_errors
 from hub.model.records import Delivery
 from hub.store.tables import certificate, entitlement

@@ -125,7 +125,8 @@ def build_parts(runtime: Runtime) -> list[Part]:
     """Every part the hub has, in start order (the composition root: connectors plug in here)."""
     from certificates.parts import CertificateApplier, CertificateWatcher
     from connectors.crm.sync import CrmApplier, CrmPoller
-    from connectors.erp.sync import ErpApplier, ErpPoller
+    from connectors.erp.poller import ErpPoller
+    from connectors.erp.sync import ErpApplier
 
     return [
         Relay(runtime), DeadLetterRelay(runtime), Housekeeping(runtime),

@@ -1,9 +1,8 @@
-"""The ERP connector's parts: a poller of the ERP, and an applier of CRM changes into it.
+"""The ERP connector's applier of CRM changes (its poller is :mod:`connectors.erp.poller`).
 
-The poller publishes partners, orders (with their delivery and invoice progress) and
-deliveries with batches. The applier creates and updates business partners and sales orders
-from the CRM, merging three ways with field ownership, and answers each order with an
-``order.status`` (its DocNum and status, or why it could not be synced).
+It creates and updates business partners and sales orders from the CRM, merging three ways
+with field ownership, and answers each order with an ``order.status`` (its DocNum and
+status, or why it could not be synced).
 """
 
 from __future__ import annotations
@@ -16,20 +15,16 @@ from typing import Any, ClassVar
 from sqlalchemy import Connection, Engine
 
 from connectors.erp.common import doc_key, version_of
-from connectors.erp.documents import ErpDeliveries
 from connectors.erp.order_reads import order_versions, read_orders
 from connectors.erp.orders import ErpOrders, NewOrder
 from connectors.erp.partners import ErpPartners
 from hub.errors import (
     DependencyMissing,
     HubError,
-    InvalidMessage,
     PermanentError,
     UnknownReference,
 )
-from hub.journal import observed, record
 from hub.model.messages import (
-    DeliveryPosted,
     Message,
     OrderChanged,
     OrderStatusChanged,
@@ -44,7 +39,6 @@ from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (
     ALL_FIELDS,
-    FROM_ERP,
     REFUSED,
     TO_ERP,
     older,
@@ -54,90 +48,13 @@ from hub.sync.orders import (
     remember_source,
     remember_written,
 )
-from hub.sync.parts import Applier, Poller, Stream, reject_source_row
+from hub.sync.parts import Applier
 from hub.sync.state import PENDING, Side, SyncState
 from hub.sync.xref import Xref
-from hub.watermark import Change, Watermark
 
-__all__ = ["ErpApplier", "ErpPoller", "order_key"]
+__all__ = ["ErpApplier"]
 
 log = logging.getLogger(__name__)
-
-
-def order_key(order: Order) -> str:
-    """The correlation key of an ERP order: the CRM's order number, or ``ERP-<DocNum>``."""
-    return order.order_number or f"ERP-{order.erp_doc_num}"
-
-
-class ErpPoller(Poller):
-    """Reads ERP partners, orders and deliveries into the outbox."""
-
-    name = "erp-poller"
-    system = "erp"
-
-    def streams(self) -> Sequence[Stream]:
-        orders, partners, deliveries = ErpOrders(), ErpPartners(), ErpDeliveries()
-        return [
-            Stream(Watermark("erp.OCRD"), partners.changes, self._party_messages),
-            Stream(Watermark("erp.ORDR"), orders.changed_keys, self._order_messages,
-                   load=orders.load, own=_own_orders),
-            Stream(Watermark("erp.ODLN"), deliveries.changes, self._delivery_messages),
-        ]
-
-    def _party_messages(self, hub: Connection, _erp: Connection,
-                        changes: Sequence[Change[Any]]) -> list[Message]:
-        out: list[Message] = []
-        for change in changes:
-            if isinstance(change.row, InvalidMessage):
-                reject_source_row(hub, "erp.party.changed", change, change.row)
-                continue
-            party = change.row
-            cid = Xref.resolve(hub, "party", erp=party.erp_code, crm=party.crm_id)
-            state = SyncState.load(hub, "party", cid)
-            if state.exists and state.side("erp").fields == party_fields(party):
-                continue  # the hub wrote it, or nothing the CRM cares about changed
-            out.append(PartyChanged(correlation_key=party.number, source="erp",
-                                    source_version=change.version, party=party,
-                                    occurred_at=change.changed_at))
-        return out
-
-    def _order_messages(self, hub: Connection, _erp: Connection,
-                        changes: Sequence[Change[Any]]) -> list[Message]:
-        out: list[Message] = []
-        good: list[Change[Any]] = []
-        for change in changes:
-            if isinstance(change.row, InvalidMessage):
-                reject_source_row(hub, "erp.order.changed", change, change.row)
-            else:
-                good.append(change)
-        cids = Xref.resolve_many(hub, "order", [
-            {"erp": doc_key(c.row.erp_doc_entry or 0), "crm": c.row.crm_id} for c in good])
-        states = SyncState.load_many(hub, "order", cids)
-        for change, cid in zip(good, cids, strict=True):
-            order: Order = change.row
-            state = states[cid]
-            known = state.side("erp").fields
-            if state.exists and all(known.get(k) == v
-                                    for k, v in project(order, FROM_ERP).items()):
-                continue  # an echo of the hub's own write, or nothing the CRM shows
-            out.append(OrderChanged(correlation_key=order_key(order), source="erp",
-                                    source_version=change.version, order=order,
-                                    occurred_at=change.changed_at))
-        return out
-
-    def _delivery_messages(self, hub: Connection, erp: Connection,
-                           changes: Sequence[Change[Any]]) -> list[Message]:
-        orders = ErpOrders()
-        out: list[Message] = []
-        for change in changes:
-            delivery = change.row
-            first = orders.read(erp, delivery.lines[0].order_doc_entry)
-            key = order_key(first) if first else f"ERP-DLV-{delivery.doc_num}"
-            out.append(DeliveryPosted(correlation_key=key, source="erp",
-                                      source_version=change.version, delivery=delivery,
-                                      occurred_at=change.changed_at))
-        record(hub, observed(out))  # the batches, for hub.trace (under order and batch keys)
-        return out
 
 
 #: What writing one order did: (DocEntry, the order as now in the ERP, its version,
@@ -508,20 +425,6 @@ class ErpApplier(Applier):
             Outbox.add(hub, [self._error_answer(message, reason)],
                        partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()
-
-
-def _own_orders(hub: Connection, changes: Sequence[Change[Any]]) -> set[tuple[str, str]]:
-    """The changes that are orders the hub created, unchanged since: the version the
-    applier read back whole and remembered before the ERP committed. (After an update the
-    hub remembers only what it wrote, and someone's edit made before it must still be read.)
-    Another writer would have to stamp the same microsecond to be taken for one, as it would
-    to hide in the watermark's seen-set."""
-    cids = Xref.canonical_many(hub, "order", "erp", [c.key for c in changes])
-    states = SyncState.load_many(hub, "order", sorted(set(cids.values())))
-    sides = {key: states[cid].sides.get("erp") for key, cid in cids.items()}
-    return {(c.key, c.version) for c in changes
-            if (side := sides.get(c.key)) is not None and side.whole
-            and side.version == c.version}
 
 
 def _settled(hub: Connection, plans: Sequence[OrderPlan]) -> None:

@@ -25,7 +25,7 @@ from certificates.parts import CertificateApplier, CertificateWatcher
 from certificates.service import CertificateService
 from connectors.erp.documents import ErpDeliveries
 from connectors.erp.orders import ErpOrders
-from connectors.erp.sync import order_key
+from connectors.erp.poller import order_key
 from connectors.lims.schema import result
 from hub.demo.people import ErpUser
 from hub.model.messages import DeliveryPosted

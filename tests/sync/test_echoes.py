@@ -14,8 +14,8 @@ from sqlalchemy import select
 from connectors.crm.schema import crm_order
 from connectors.erp import orders as orders_module
 from connectors.erp.common import doc_key, version_of
+from connectors.erp.poller import own_orders
 from connectors.erp.schema import ordr
-from connectors.erp.sync import _own_orders
 from hub.demo.people import Line
 from hub.store import Store
 from hub.sync.orders import remember_written
@@ -89,12 +89,12 @@ def test_only_a_version_the_hub_created_whole_counts_as_its_own(store: Store) ->
         state = SyncState("order", "cid-7")
         remember_written(state.side("erp"), created, {"notes": "a"}, whole=True)
         state.save(hub)
-        assert _own_orders(hub, [change(created)]) == {(key, created)}
-        assert _own_orders(hub, [change(updated)]) == set(), "someone else's version"
-        assert _own_orders(hub, [Change(doc_key(8), created, change(created).changed_at,
+        assert own_orders(hub, [change(created)]) == {(key, created)}
+        assert own_orders(hub, [change(updated)]) == set(), "someone else's version"
+        assert own_orders(hub, [Change(doc_key(8), created, change(created).changed_at,
                                         None)]) == set(), "an order the hub does not know"
 
         state = SyncState.load(hub, "order", "cid-7")
         remember_written(state.side("erp"), updated, {"notes": "b"})
         state.save(hub)
-        assert _own_orders(hub, [change(updated)]) == set(), "an update is read"
+        assert own_orders(hub, [change(updated)]) == set(), "an update is read"

@@ -1,0 +1,119 @@
+"""The ERP connector's poller: partners, orders (with their delivery and invoice progress)
+and deliveries with batches, published as they change. Orders the hub created itself are
+recognised by the version it remembered and never read back (:func:`own_orders`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from connectors.erp.common import doc_key
+from connectors.erp.documents import ErpDeliveries
+from connectors.erp.orders import ErpOrders
+from connectors.erp.partners import ErpPartners
+from hub.errors import InvalidMessage
+from hub.journal import observed, record
+from hub.model.messages import DeliveryPosted, Message, OrderChanged, PartyChanged
+from hub.model.records import Order
+from hub.sync.merge import project
+from hub.sync.orders import FROM_ERP, party_fields
+from hub.sync.parts import Poller, Stream, reject_source_row
+from hub.sync.state import SyncState
+from hub.sync.xref import Xref
+from hub.watermark import Change, Watermark
+
+__all__ = ["ErpPoller", "order_key", "own_orders"]
+
+
+def order_key(order: Order) -> str:
+    """The correlation key of an ERP order: the CRM's order number, or ``ERP-<DocNum>``."""
+    return order.order_number or f"ERP-{order.erp_doc_num}"
+
+
+class ErpPoller(Poller):
+    """Reads ERP partners, orders and deliveries into the outbox."""
+
+    name = "erp-poller"
+    system = "erp"
+
+    def streams(self) -> Sequence[Stream]:
+        orders, partners, deliveries = ErpOrders(), ErpPartners(), ErpDeliveries()
+        return [
+            Stream(Watermark("erp.OCRD"), partners.changes, self._party_messages),
+            Stream(Watermark("erp.ORDR"), orders.changed_keys, self._order_messages,
+                   load=orders.load, own=own_orders),
+            Stream(Watermark("erp.ODLN"), deliveries.changes, self._delivery_messages),
+        ]
+
+    def _party_messages(self, hub: Connection, _erp: Connection,
+                        changes: Sequence[Change[Any]]) -> list[Message]:
+        out: list[Message] = []
+        for change in changes:
+            if isinstance(change.row, InvalidMessage):
+                reject_source_row(hub, "erp.party.changed", change, change.row)
+                continue
+            party = change.row
+            cid = Xref.resolve(hub, "party", erp=party.erp_code, crm=party.crm_id)
+            state = SyncState.load(hub, "party", cid)
+            if state.exists and state.side("erp").fields == party_fields(party):
+                continue  # the hub wrote it, or nothing the CRM cares about changed
+            out.append(PartyChanged(correlation_key=party.number, source="erp",
+                                    source_version=change.version, party=party,
+                                    occurred_at=change.changed_at))
+        return out
+
+    def _order_messages(self, hub: Connection, _erp: Connection,
+                        changes: Sequence[Change[Any]]) -> list[Message]:
+        out: list[Message] = []
+        good: list[Change[Any]] = []
+        for change in changes:
+            if isinstance(change.row, InvalidMessage):
+                reject_source_row(hub, "erp.order.changed", change, change.row)
+            else:
+                good.append(change)
+        cids = Xref.resolve_many(hub, "order", [
+            {"erp": doc_key(c.row.erp_doc_entry or 0), "crm": c.row.crm_id} for c in good])
+        states = SyncState.load_many(hub, "order", cids)
+        for change, cid in zip(good, cids, strict=True):
+            order: Order = change.row
+            state = states[cid]
+            known = state.side("erp").fields
+            if state.exists and all(known.get(k) == v
+                                    for k, v in project(order, FROM_ERP).items()):
+                continue  # an echo of the hub's own write, or nothing the CRM shows
+            out.append(OrderChanged(correlation_key=order_key(order), source="erp",
+                                    source_version=change.version, order=order,
+                                    occurred_at=change.changed_at))
+        return out
+
+    def _delivery_messages(self, hub: Connection, erp: Connection,
+                           changes: Sequence[Change[Any]]) -> list[Message]:
+        orders = ErpOrders()
+        out: list[Message] = []
+        for change in changes:
+            delivery = change.row
+            first = orders.read(erp, delivery.lines[0].order_doc_entry)
+            key = order_key(first) if first else f"ERP-DLV-{delivery.doc_num}"
+            out.append(DeliveryPosted(correlation_key=key, source="erp",
+                                      source_version=change.version, delivery=delivery,
+                                      occurred_at=change.changed_at))
+        record(hub, observed(out))  # the batches, for hub.trace (under order and batch keys)
+        return out
+
+
+
+def own_orders(hub: Connection, changes: Sequence[Change[Any]]) -> set[tuple[str, str]]:
+    """The changes that are orders the hub created, unchanged since: the version the
+    applier read back whole and remembered before the ERP committed. (After an update the
+    hub remembers only what it wrote, and someone's edit made before it must still be read.)
+    Another writer would have to stamp the same microsecond to be taken for one, as it would
+    to hide in the watermark's seen-set."""
+    cids = Xref.canonical_many(hub, "order", "erp", [c.key for c in changes])
+    states = SyncState.load_many(hub, "order", sorted(set(cids.values())))
+    sides = {key: states[cid].sides.get("erp") for key, cid in cids.items()}
+    return {(c.key, c.version) for c in changes
+            if (side := sides.get(c.key)) is not None and side.whole
+            and side.version == c.version}
