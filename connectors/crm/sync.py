@@ -8,6 +8,7 @@ orders and customers entered in the ERP, and the ERP's answer to each CRM order.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from decimal import Decimal
@@ -38,6 +39,7 @@ from hub.sync.orders import (
     REFUSED,
     TO_CRM,
     TO_ERP,
+    known_whole,
     older,
     order_owner,
     party_fields,
@@ -72,7 +74,7 @@ class CrmPoller(Poller):
         return [
             Stream(Watermark("crm.crm_account"), CrmAccounts().changes, self._party_messages),
             Stream(Watermark("crm.crm_order"), orders.changed_keys, self._order_messages,
-                   load=orders.load),
+                   load=orders.load, own=functools.partial(known_whole, system="crm")),
         ]
 
     def _party_messages(self, hub: Connection, _crm: Connection,
@@ -290,10 +292,14 @@ class CrmApplier(Applier):
                     # not make a replay of the refused change look stale to the ERP applier.
                     written = {"erp_doc_num": message.erp_doc_num,
                                "status": None if overtaken else message.status}
-                    remember_written(state.side("crm"),
-                                     None if message.integration_status == "error"
-                                     else str(version),
-                                     {k: v for k, v in written.items() if v is not None})
+                    side = state.side("crm")
+                    new = None if message.integration_status == "error" else str(version)
+                    # Right after a version known whole, the new one is the hub's alone.
+                    whole = (new is not None and side.whole and side.version is not None
+                             and side.version.isdigit() and version == int(side.version) + 1)
+                    remember_written(side, new,
+                                     {k: v for k, v in written.items() if v is not None},
+                                     whole=whole)
                 SyncState.save_many(hub, list(states.values()))
         with self.runtime.store.begin() as hub:
             Inbox.claim(hub, self.name, [str(m.message_id) for m in messages])

@@ -1,10 +1,12 @@
 """The ERP connector's poller: partners, orders (with their delivery and invoice progress)
 and deliveries with batches, published as they change. Orders the hub created itself are
-recognised by the version it remembered and never read back (:func:`own_orders`).
+recognised by the version it remembered and never read back
+(:func:`hub.sync.orders.known_whole`).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,13 +21,13 @@ from hub.journal import observed, record
 from hub.model.messages import DeliveryPosted, Message, OrderChanged, PartyChanged
 from hub.model.records import Order
 from hub.sync.merge import project
-from hub.sync.orders import FROM_ERP, party_fields
+from hub.sync.orders import FROM_ERP, known_whole, party_fields
 from hub.sync.parts import Poller, Stream, reject_source_row
 from hub.sync.state import SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
 
-__all__ = ["ErpPoller", "order_key", "own_orders"]
+__all__ = ["ErpPoller", "order_key"]
 
 
 def order_key(order: Order) -> str:
@@ -44,7 +46,7 @@ class ErpPoller(Poller):
         return [
             Stream(Watermark("erp.OCRD"), partners.changes, self._party_messages),
             Stream(Watermark("erp.ORDR"), orders.changed_keys, self._order_messages,
-                   load=orders.load, own=own_orders),
+                   load=orders.load, own=functools.partial(known_whole, system="erp")),
             Stream(Watermark("erp.ODLN"), deliveries.changes, self._delivery_messages),
         ]
 
@@ -102,18 +104,3 @@ class ErpPoller(Poller):
                                       occurred_at=change.changed_at))
         record(hub, observed(out))  # the batches, for hub.trace (under order and batch keys)
         return out
-
-
-
-def own_orders(hub: Connection, changes: Sequence[Change[Any]]) -> set[tuple[str, str]]:
-    """The changes that are orders the hub created, unchanged since: the version the
-    applier read back whole and remembered before the ERP committed. (After an update the
-    hub remembers only what it wrote, and someone's edit made before it must still be read.)
-    Another writer would have to stamp the same microsecond to be taken for one, as it would
-    to hide in the watermark's seen-set."""
-    cids = Xref.canonical_many(hub, "order", "erp", [c.key for c in changes])
-    states = SyncState.load_many(hub, "order", sorted(set(cids.values())))
-    sides = {key: states[cid].sides.get("erp") for key, cid in cids.items()}
-    return {(c.key, c.version) for c in changes
-            if (side := sides.get(c.key)) is not None and side.whole
-            and side.version == c.version}

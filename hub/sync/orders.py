@@ -3,13 +3,17 @@ who owns them, and how a side's state is remembered."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from sqlalchemy import Connection
 
 from hub.mapping import ownership
 from hub.model.records import Order, Party
 from hub.sync.merge import project
-from hub.sync.state import Side, older
+from hub.sync.state import Side, SyncState, older
+from hub.sync.xref import Xref
+from hub.watermark import Change
 
 __all__ = [
     "ALL_FIELDS",
@@ -17,6 +21,7 @@ __all__ = [
     "REFUSED",
     "TO_CRM",
     "TO_ERP",
+    "known_whole",
     "older",
     "order_owner",
     "party_fields",
@@ -59,6 +64,23 @@ def remember_source(side: Side, version: str, order: Order) -> None:
     """What the hub now knows of the side a message came from: all of it, at that version."""
     side.version = version
     side.fields = project(order, ALL_FIELDS)
+    side.whole = True
+
+
+def known_whole(hub: Connection, changes: Sequence[Change[Any]], system: str
+                ) -> set[tuple[str, str]]:
+    """The ``(key, version)`` of the order changes polled from ``system`` that the hub knows
+    whole at that very version (:attr:`Side.whole`): an order the hub created, or answered
+    straight after the version it knew whole. Reading them would find nothing new: they are
+    its own writes. Another writer would have to stamp the same version (the same
+    microsecond in the ERP) to be taken for one, as it would to hide in the watermark's
+    seen-set."""
+    cids = Xref.canonical_many(hub, "order", system, [c.key for c in changes])
+    states = SyncState.load_many(hub, "order", sorted(set(cids.values())))
+    sides = {key: states[cid].sides.get(system) for key, cid in cids.items()}
+    return {(c.key, c.version) for c in changes
+            if (side := sides.get(c.key)) is not None and side.whole
+            and side.version == c.version}
 
 
 #: The side under which the hub keeps the CRM content of an order the ERP refused.
@@ -80,8 +102,9 @@ def refused_before(side: Side, order: Order) -> bool:
 def remember_written(side: Side, version: str | None, values: Mapping[str, Any], *,
                      whole: bool = False) -> None:
     """What the hub wrote into a side: only those fields, so an edit a person made there
-    meanwhile (not yet polled) still shows as a change of that side. ``whole``: ``values``
-    are the whole record as read back after the hub created it (see :attr:`Side.whole`)."""
+    meanwhile (not yet polled) still shows as a change of that side. ``whole``: the side
+    is now known whole at ``version`` (see :attr:`Side.whole`): the hub created the record
+    and read it back, or wrote the version right after one it knew whole."""
     if version is not None:
         side.version = version
     side.fields.update(values)

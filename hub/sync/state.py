@@ -40,9 +40,11 @@ def older(version: str, than: str | None) -> bool:
 class Side:
     version: str | None = None
     fields: dict[str, Any] = field(default_factory=dict)
-    #: True when ``fields`` hold the whole record at ``version`` as the hub read it back
-    #: right after creating it, not only the fields the hub wrote: that version, polled
-    #: later, is the hub's own write and needs no reading (see ``Stream.own``).
+    #: True when ``fields`` hold the whole record at ``version``, not only the fields the
+    #: hub wrote: read from the side, read back after the hub created it, or written by the
+    #: hub straight after a version it knew whole. That version, polled later, needs no
+    #: reading (see ``Stream.own``). After an update the hub remembers only what it wrote,
+    #: and someone's edit made before it, not yet polled, is in the version it stamped.
     whole: bool = False
 
     @classmethod
