@@ -47,7 +47,7 @@ from hub.sync.orders import (
     remember_source,
     remember_written,
 )
-from hub.sync.parts import Applier, Poller, Stream, reject_source_row
+from hub.sync.parts import Applier, Poller, Stream, party_messages
 from hub.sync.state import PENDING, Side, SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
@@ -72,28 +72,11 @@ class CrmPoller(Poller):
     def streams(self) -> Sequence[Stream]:
         orders = CrmOrders()
         return [
-            Stream(Watermark("crm.crm_account"), CrmAccounts().changes, self._party_messages),
+            Stream(Watermark("crm.crm_account"), CrmAccounts().changes,
+                   functools.partial(party_messages, system="crm")),
             Stream(Watermark("crm.crm_order"), orders.changed_keys, self._order_messages,
                    load=orders.load, own=functools.partial(known_whole, system="crm")),
         ]
-
-    def _party_messages(self, hub: Connection, _crm: Connection,
-                        changes: Sequence[Change[Any]]) -> list[Message]:
-        out: list[Message] = []
-        for change in changes:
-            if isinstance(change.row, InvalidMessage):
-                # The account table has no status column: the reason goes to dead letters.
-                reject_source_row(hub, "crm.party.changed", change, change.row)
-                continue
-            party = change.row
-            cid = Xref.resolve(hub, "party", crm=party.crm_id, erp=party.erp_code)
-            state = SyncState.load(hub, "party", cid)
-            if state.exists and state.side("crm").fields == party_fields(party):
-                continue
-            out.append(PartyChanged(correlation_key=party.number, source="crm",
-                                    source_version=change.version, party=party,
-                                    occurred_at=change.changed_at))
-        return out
 
     def _order_messages(self, hub: Connection, _crm: Connection,
                         changes: Sequence[Change[Any]]) -> list[Message]:

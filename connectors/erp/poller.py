@@ -18,11 +18,11 @@ from connectors.erp.orders import ErpOrders
 from connectors.erp.partners import ErpPartners
 from hub.errors import InvalidMessage
 from hub.journal import observed, record
-from hub.model.messages import DeliveryPosted, Message, OrderChanged, PartyChanged
+from hub.model.messages import DeliveryPosted, Message, OrderChanged
 from hub.model.records import Order
 from hub.sync.merge import project
-from hub.sync.orders import FROM_ERP, known_whole, party_fields
-from hub.sync.parts import Poller, Stream, reject_source_row
+from hub.sync.orders import FROM_ERP, known_whole
+from hub.sync.parts import Poller, Stream, party_messages, reject_source_row
 from hub.sync.state import SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
@@ -44,28 +44,12 @@ class ErpPoller(Poller):
     def streams(self) -> Sequence[Stream]:
         orders, partners, deliveries = ErpOrders(), ErpPartners(), ErpDeliveries()
         return [
-            Stream(Watermark("erp.OCRD"), partners.changes, self._party_messages),
+            Stream(Watermark("erp.OCRD"), partners.changes,
+                   functools.partial(party_messages, system="erp")),
             Stream(Watermark("erp.ORDR"), orders.changed_keys, self._order_messages,
                    load=orders.load, own=functools.partial(known_whole, system="erp")),
             Stream(Watermark("erp.ODLN"), deliveries.changes, self._delivery_messages),
         ]
-
-    def _party_messages(self, hub: Connection, _erp: Connection,
-                        changes: Sequence[Change[Any]]) -> list[Message]:
-        out: list[Message] = []
-        for change in changes:
-            if isinstance(change.row, InvalidMessage):
-                reject_source_row(hub, "erp.party.changed", change, change.row)
-                continue
-            party = change.row
-            cid = Xref.resolve(hub, "party", erp=party.erp_code, crm=party.crm_id)
-            state = SyncState.load(hub, "party", cid)
-            if state.exists and state.side("erp").fields == party_fields(party):
-                continue  # the hub wrote it, or nothing the CRM cares about changed
-            out.append(PartyChanged(correlation_key=party.number, source="erp",
-                                    source_version=change.version, party=party,
-                                    occurred_at=change.changed_at))
-        return out
 
     def _order_messages(self, hub: Connection, _erp: Connection,
                         changes: Sequence[Change[Any]]) -> list[Message]:

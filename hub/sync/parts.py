@@ -23,8 +23,9 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.bus.base import Incoming, Subscription, backoff
-from hub.errors import Contention, HubError, translate_db_error
-from hub.model.messages import Message
+from hub.errors import Contention, HubError, InvalidMessage, translate_db_error
+from hub.model.messages import Message, PartyChanged
+from hub.model.records import Party
 from hub.outbox import Outbox
 from hub.parts import Part
 from hub.runtime import SystemName
@@ -32,6 +33,9 @@ from hub.store.deadletters import DeadLetters, NewDeadLetter
 from hub.store.engine import READ_ONLY
 from hub.store.inbox import Inbox
 from hub.store.types import utcnow
+from hub.sync.orders import party_fields
+from hub.sync.state import SyncState
+from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
 
 __all__ = ["Applier", "Poller", "Stream", "reject_source_row"]
@@ -144,6 +148,28 @@ class Poller(Part):
 
     def after_poll(self) -> None:
         """Hook for work that writes to the system once the poll's hub transaction is done."""
+
+
+def party_messages(hub: Connection, _source: Connection, changes: Sequence[Change[Any]],
+                   system: str) -> list[Message]:
+    """What ``system``'s poller publishes for changed partners (CRM accounts, ERP business
+    partners): a PartyChanged for each that differs from what the hub knows of that side;
+    an unreadable row goes to dead letters (a CRM account has no status column to show it)."""
+    out: list[Message] = []
+    for change in changes:
+        if isinstance(change.row, InvalidMessage):
+            reject_source_row(hub, f"{system}.party.changed", change, change.row)
+            continue
+        party: Party = change.row
+        keys = {"crm": party.crm_id, "erp": party.erp_code}
+        cid = Xref.resolve(hub, "party", **{system: keys.pop(system)}, **keys)
+        state = SyncState.load(hub, "party", cid)
+        if state.exists and state.side(system).fields == party_fields(party):
+            continue  # the hub wrote it, or nothing the other system cares about changed
+        out.append(PartyChanged(correlation_key=party.number, source=system,
+                                source_version=change.version, party=party,
+                                occurred_at=change.changed_at))
+    return out
 
 
 def _load(load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[Any]]],
