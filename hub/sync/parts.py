@@ -177,12 +177,14 @@ def _load(load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[An
           hub: Connection, source: Connection, found: Sequence[Change[Any]]
           ) -> list[Change[Any]]:
     """The rows of ``found``, except for the hub's own writes: an echo is taken as it is
-    (row None), without reading it, when the hub remembers writing that very version."""
+    (row None), without reading it, when the hub remembers writing that very version. A row
+    read may carry a newer version than the one listed (it changed in between): it is
+    taken at that version, as ``load`` returns it."""
     own = own_of(hub, found) if own_of is not None else set()
-    loaded = {(c.key, c.version): c for c in load(
+    loaded = {c.key: c for c in load(
         source, [c for c in found if (c.key, c.version) not in own])}
-    return [c if (c.key, c.version) in own else loaded[(c.key, c.version)] for c in found
-            if (c.key, c.version) in own or (c.key, c.version) in loaded]
+    return [c if (c.key, c.version) in own else loaded[c.key] for c in found
+            if (c.key, c.version) in own or c.key in loaded]
 
 
 class Applier(Part):
