@@ -67,7 +67,8 @@ def demo() -> None:
 @click.option("--seed", is_flag=True, help="Add sample customers, items, products, specs, lots.")
 @click.pass_context
 def demo_init(ctx: click.Context, seed: bool) -> None:
-    """Create the CRM, ERP and LIMS schemas at the configured URLs (idempotent)."""
+    """Create the CRM, ERP and LIMS schemas at the configured URLs, and the hub store's
+    database (idempotent)."""
     from hub.demo.reference import init
 
     settings = _settings(ctx)
@@ -75,6 +76,7 @@ def demo_init(ctx: click.Context, seed: bool) -> None:
     described = settings.describe()
     for system in ("crm", "erp", "lims"):
         click.echo(f"{system}: schema ready{' and seeded' if seed else ''} at {described[system]}")
+    click.echo(f"hub store: database ready at {described['database']} (run migrates it)")
 
 
 @demo.command("simulate")

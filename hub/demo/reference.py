@@ -171,11 +171,14 @@ def seed(url_by_system: Mapping[str, str], *, now: dt.datetime | None = None,
 
 
 def init(settings: Settings, *, seed: bool) -> None:
-    """``hub demo init [--seed]``: create the three systems at their configured URLs.
+    """``hub demo init [--seed]``: create the three systems at their configured URLs, and
+    the hub store's database on its server (``run`` migrates it; a SQLite store needs
+    nothing), so that the setup commands of a fresh server are this and ``run``.
 
     Raises as :func:`create_schemas` and :func:`seed` do.
     """
     urls: dict[str, str] = {system: settings.system_url(system) for system in SYSTEMS}
+    ensure_database(settings.database, connect_timeout=settings.connect_timeout)
     create_schemas(urls, connect_timeout=settings.connect_timeout)
     if seed:
         _seed(urls, connect_timeout=settings.connect_timeout)

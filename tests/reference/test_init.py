@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import func, inspect, select, text, update
 
 from connectors.crm import schema as crm
@@ -29,8 +30,12 @@ def _count(url: str, table) -> int:
 
 def test_init_creates_and_seeds_at_the_configured_urls(databases: Databases, tmp_path) -> None:
     urls = databases.systems()
+    store = databases.url("hub")  # on a server: a database that does not exist yet
     settings = _settings(tmp_path / "var", **urls)
+    settings = settings.model_copy(update={"database_url": SecretStr(store)})
     init(settings, seed=False)
+    with engine_for(store) as engine, engine.connect() as conn:  # the store's database is there
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1
     assert _count(urls["crm"], crm.crm_account) == 0
     assert _count(urls["lims"], lims.lot) == 0
     init(settings, seed=True)
