@@ -73,8 +73,6 @@ class Contention(DatabaseUnavailable):
     """Two transactions wanted each other's locks and the database rolled one back (a
     deadlock, a serialization failure): running it again at once usually succeeds."""
 
-    code = "database_unavailable"
-
 
 class DependencyMissing(RetryableError):
     code = "dependency_missing"

@@ -56,8 +56,9 @@ class Stream:
     messages: Callable[[Connection, Connection, Sequence[Change[Any]]], list[Message]]
     #: load(source_conn, changes) -> the changes with rows, when ``fetch`` lists keys only
     load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[Any]]] | None = None
-    #: own(hub_conn, changes) -> the (key, version) of those the hub wrote itself, as it
-    #: remembered them; with ``load``, these are taken without reading their rows
+    #: own(hub_conn, changes) -> the (key, version) of those the hub knows whole at that
+    #: version (its own writes, see hub.sync.orders.known_whole); with ``load``, these are
+    #: taken without reading their rows
     own: Callable[[Connection, Sequence[Change[Any]]], set[tuple[str, str]]] | None = None
 
 
@@ -177,7 +178,7 @@ def _load(load: Callable[[Connection, Sequence[Change[Any]]], Sequence[Change[An
           hub: Connection, source: Connection, found: Sequence[Change[Any]]
           ) -> list[Change[Any]]:
     """The rows of ``found``, except for the hub's own writes: an echo is taken as it is
-    (row None), without reading it, when the hub remembers writing that very version. A row
+    (row None), without reading it, when ``own_of`` says the hub knows that version. A row
     read may carry a newer version than the one listed (it changed in between): it is
     taken at that version, as ``load`` returns it."""
     own = own_of(hub, found) if own_of is not None else set()
