@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from hub.journal import prune
 from hub.outbox import OutboxRelay
 from hub.runtime import Runtime
 from hub.store.inbox import Inbox
+from hub.store.statistics import refresh_statistics
 from hub.store.types import utcnow
 from hub.tally import fold
 
@@ -73,24 +75,38 @@ class DeadLetterRelay(Part):
 
 
 class Housekeeping(Part):
-    """Prunes the journal and the inbox past the retention window, hourly."""
+    """Keeps the store's planner statistics fresh while its tables grow (every few seconds,
+    see :mod:`hub.store.statistics`) and prunes the journal and the inbox past the retention
+    window (hourly)."""
 
     name = "housekeeping"
     interval = 3600.0
+    statistics_interval = 2.0
 
     def run(self, stop: threading.Event) -> None:
+        prune_at = 0.0
         while not stop.is_set():
-            cutoff = utcnow() - dt.timedelta(days=self.runtime.settings.retention_days)
+            if time.monotonic() >= prune_at:
+                self._prune()
+                prune_at = time.monotonic() + self.interval
             try:
                 with self.runtime.store.begin() as conn:
-                    fold(conn, cutoff)  # what the journal loses, metrics keep counting
-                    gone = prune(conn, cutoff) + Inbox.prune(conn, cutoff)
-                if gone:
-                    log.info("pruned %d journal and inbox rows older than %s", gone, cutoff)
+                    refresh_statistics(conn)
                 self.last_poll_at = utcnow()
             except HubError as exc:
-                log.warning("housekeeping: %s", exc)
-            stop.wait(self.interval)
+                log.warning("housekeeping: statistics: %s", exc)
+            stop.wait(self.statistics_interval)
+
+    def _prune(self) -> None:
+        cutoff = utcnow() - dt.timedelta(days=self.runtime.settings.retention_days)
+        try:
+            with self.runtime.store.begin() as conn:
+                fold(conn, cutoff)  # what the journal loses, metrics keep counting
+                gone = prune(conn, cutoff) + Inbox.prune(conn, cutoff)
+            if gone:
+                log.info("pruned %d journal and inbox rows older than %s", gone, cutoff)
+        except HubError as exc:
+            log.warning("housekeeping: %s", exc)
 
 
 class HttpService(Part):
