@@ -56,6 +56,7 @@ class Drain:
     orders: int
     seconds: float
     peak_rss_mib: float
+    peak_pss_mib: float
 
     @property
     def per_second(self) -> float:
@@ -88,10 +89,10 @@ def drain(label: str, orders: int, log_dir: Path, timeout: float,
             if in_erp != orders:
                 raise AssertionError(f"{label}: {in_erp:,} ERP orders for {orders:,} CRM orders")
             daemon.sample_rss()
-            rss = daemon.peak_rss_mib
+            rss, pss = daemon.peak_rss_mib, daemon.peak_pss_mib
         say(f"{label}: {orders:,} orders in {seconds:.1f} s = {orders / seconds:,.0f}/s, "
-            f"peak RSS {rss:.0f} MiB")
-        return Drain(orders, seconds, rss)
+            f"peak RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
+        return Drain(orders, seconds, rss, pss)
     finally:
         stack.close()
 
@@ -222,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         mine = f"{hub.per_second:,.0f} orders/s ({hub.orders:,})" if hub else "-"
         ratio = f"{hub.per_second / naive.per_second:.1f}x" if hub and naive else "-"
         print(f"| backlog drain, CRM -> ERP -> CRM | {base} | {mine} | {ratio} |")
-        rss = " / ".join(f"{d.peak_rss_mib:.0f} MiB" for d in (naive, hub) if d)
+        rss = " / ".join(f"{d.peak_rss_mib:.0f} MiB (PSS {d.peak_pss_mib:.0f})"
+                         for d in (naive, hub) if d)
         print(f"| daemon peak RSS (naive / hub) | | {rss} | |")
     if latency:
         print(f"| CRM commit -> ERP, {args.rate:.0f} orders/s for {seconds:.0f} s "

@@ -150,7 +150,7 @@ class Daemon:
         self.others = [subprocess.Popen([sys.executable, "-m", "hub", "run", "--only", name],
                                         env={**env, "HUB_HTTP_PORT": "0"}, stdout=self._log,
                                         stderr=subprocess.STDOUT) for name in apart]
-        self.peak_rss_mib = 0.0
+        self.peak_rss_mib = self.peak_pss_mib = 0.0
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         url = f"http://127.0.0.1:{self.env['HUB_HTTP_PORT']}/readyz"
@@ -166,17 +166,23 @@ class Daemon:
 
     def sample_rss(self) -> float:
         """The daemon's resident memory now (MiB, its processes together); remembers the
-        peak (the sum of each process's VmHWM)."""
-        rss = hwm = 0.0
+        peak (the sum of each process's VmHWM), and the peak of the processes' PSS summed
+        (their shared pages, such as libraries, counted once in all: what running the daemon
+        as several processes really costs; sampled, so a short peak may be missed)."""
+        rss = hwm = pss = 0.0
         for proc in (self.proc, *self.others):
             try:
                 status = Path(f"/proc/{proc.pid}/status").read_text()
+                rollup = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
             except OSError:
                 continue
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             rss += int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
             hwm += int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
+            pss += sum(int(line.split()[1]) for line in rollup.splitlines()
+                       if line.startswith("Pss:")) / 1024
         self.peak_rss_mib = max(self.peak_rss_mib, hwm, rss)
+        self.peak_pss_mib = max(self.peak_pss_mib, pss)
         return rss
 
     def stop(self) -> None:
