@@ -144,7 +144,7 @@ class Daemon:
                  ) -> None:
         self.env = env
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        rest = [arg for name in PARTS if name not in apart for arg in ("--only", name)]
+        rest = [arg for name in apart for arg in ("--without", name)]
         self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run", *rest], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
         self.others = [subprocess.Popen([sys.executable, "-m", "hub", "run", "--only", name],

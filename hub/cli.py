@@ -34,12 +34,15 @@ def cli(ctx: click.Context) -> None:
 @cli.command()
 @click.option("--only", "only", multiple=True, metavar="NAME",
               help="Run only this part (repeatable): relay, deadletters, housekeeping, http, ...")
+@click.option("--without", "without", multiple=True, metavar="NAME",
+              help="Run every part but this one (repeatable), e.g. to run it in a process of "
+                   "its own with --only.")
 @click.pass_context
-def run(ctx: click.Context, only: tuple[str, ...]) -> None:
+def run(ctx: click.Context, only: tuple[str, ...], without: tuple[str, ...]) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     from hub.daemon import run as run_daemon
 
-    sys.exit(run_daemon(_settings(ctx), only))
+    sys.exit(run_daemon(_settings(ctx), only, without))
 
 
 @cli.group()

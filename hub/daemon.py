@@ -132,8 +132,9 @@ class Daemon:
         log.info("stopped")
 
 
-def run(settings: Settings, only: Sequence[str] = ()) -> int:
-    """Run the daemon in this process until SIGTERM or SIGINT; returns the exit code."""
+def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = ()) -> int:
+    """Run the daemon in this process until SIGTERM or SIGINT, with the parts named in
+    ``only`` (all when empty) but those in ``without``; returns the exit code."""
     if not all(settings.system_configured(s) for s in ("crm", "erp", "lims")):
         from hub.demo.reference import ensure_embedded
 
@@ -143,10 +144,12 @@ def run(settings: Settings, only: Sequence[str] = ()) -> int:
     runtime = Runtime.open(settings)
     parts = build_parts(runtime)
     known = [p.name for p in parts]
-    unknown = sorted(set(only) - set(known))
+    unknown = sorted((set(only) | set(without)) - set(known))
     if unknown:
         raise SystemExit(f"unknown part(s): {', '.join(unknown)}; known: {', '.join(known)}")
-    selected = [p for p in parts if not only or p.name in only]
+    selected = [p for p in parts if (not only or p.name in only) and p.name not in without]
+    if not selected:
+        raise SystemExit("no part left to run")
     daemon = Daemon(runtime, selected)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

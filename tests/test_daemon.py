@@ -69,3 +69,25 @@ def test_only_runs_the_named_part_and_rejects_unknown_ones(tmp_path: Path) -> No
     bad = subprocess.run([sys.executable, "-m", "hub", "run", "--only", "nonsense"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and "unknown part(s): nonsense" in bad.stderr
+
+
+def test_without_runs_every_other_part(tmp_path: Path) -> None:
+    """The split for a large backlog: ``run --without erp-applier`` beside
+    ``run --only erp-applier`` (docs/benchmarks.md)."""
+    env = hub_env(HUB_HTTP_PORT=str(free_port()))
+    with daemon(tmp_path, env, "--without", "erp-applier", "--without", "certificates") as proc:
+        def status() -> str:
+            return subprocess.run([sys.executable, "-m", "hub", "status"], cwd=tmp_path,
+                                  env=env, capture_output=True, text=True, timeout=60).stdout
+        def parts() -> set[str]:  # the first column of the PART table
+            lines = status().split("PART", 1)[-1].split("\n\n", 1)[0].splitlines()[1:]
+            return {line.split()[0] for line in lines if line.strip()}
+        wait_for(lambda: "crm-applier" in parts(), 60, "the other parts' heartbeats")
+        running = parts()
+        assert "erp-applier" not in running and "certificates" not in running, running
+        assert {"relay", "http", "crm-poller", "erp-poller", "housekeeping"} <= running
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    bad = subprocess.run([sys.executable, "-m", "hub", "run", "--without", "nonsense"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "unknown part(s): nonsense" in bad.stderr
