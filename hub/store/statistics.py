@@ -6,7 +6,7 @@ backlog, its tables grow from nothing to hundreds of thousands of rows within th
 the plans made while they were nearly empty stay with the prepared statements: the
 cross-references of 500 orders were found by reading every order's cross-reference, the
 seen-set of a page by reading every row seen in its time range. A 20,000-order backlog drained
-at 255 orders/s with those plans and at 306 with statistics kept fresh (``docs/benchmarks.md``).
+at 255 orders/s with those plans and at 301-312 with statistics kept fresh (``docs/benchmarks.md``).
 
 So the hub analyzes its own tables that have at least doubled since they were last analyzed
 (and have some size); once a table is large, autovacuum's own threshold (a tenth of it) comes
