@@ -17,7 +17,9 @@ MariaDB through ODBC, RabbitMQ; the daemon is ``python -m hub run`` in its own p
    at ``--rate`` per second, each its own CRM transaction; latency is from the CRM commit to
    the order being visible in the ERP (read every 50 ms, so up to 50 ms late).
 
-The daemon's peak resident memory (VmHWM) is reported for each run.
+The daemon's peak resident memory (VmHWM) is reported for each run, and for a drain the CPU
+time each order cost the daemon and each server (PostgreSQL, MariaDB, RabbitMQ): on two cores,
+a rate of N orders/s needs their sum under 2,000/N ms.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pathlib import Path
 from sqlalchemy import insert, select, text
 
 from bench.common import describe_machine, say
-from bench.stack import PARTS, PG_URL, Stack, count, running
+from bench.stack import PARTS, PG_URL, Stack, count, cpu_seconds, running
 from connectors.crm.schema import crm_order, crm_order_line
 from connectors.erp.schema import ordr
 from hub.demo.backlog import load_backlog, order_rows
@@ -57,10 +59,17 @@ class Drain:
     seconds: float
     peak_rss_mib: float
     peak_pss_mib: float
+    #: CPU milliseconds per order during the drain: the daemon's and each server's
+    cpu_ms: dict[str, float]
 
     @property
     def per_second(self) -> float:
         return self.orders / self.seconds if self.seconds else 0.0
+
+    def cpu(self) -> str:
+        """e.g. ``daemon 2.9, PostgreSQL 1.1, ... = 5.3 ms`` (CPU per order)."""
+        parts = ", ".join(f"{name} {ms:.2f}" for name, ms in self.cpu_ms.items())
+        return f"{parts} = {sum(self.cpu_ms.values()):.2f} ms"
 
 
 def drain(label: str, orders: int, log_dir: Path, timeout: float,
@@ -76,6 +85,7 @@ def drain(label: str, orders: int, log_dir: Path, timeout: float,
             conn.execute(text("ANALYZE crm_order, crm_order_line"))
         with running(stack, log_dir, apart, **env) as daemon:
             started = time.monotonic()
+            cpu_before = cpu_seconds(daemon.pids())
             done = 0
             while done < orders:
                 if time.monotonic() - started > timeout:
@@ -85,14 +95,17 @@ def drain(label: str, orders: int, log_dir: Path, timeout: float,
                 done = count(stack.engines["crm"], "SELECT count(*) FROM crm_order "
                              "WHERE erp_order_number IS NOT NULL")
             seconds = time.monotonic() - started
+            cpu_after = cpu_seconds(daemon.pids())
             in_erp = count(stack.engines["erp"], "SELECT count(*) FROM ORDR")
             if in_erp != orders:
                 raise AssertionError(f"{label}: {in_erp:,} ERP orders for {orders:,} CRM orders")
             daemon.sample_rss()
             rss, pss = daemon.peak_rss_mib, daemon.peak_pss_mib
+        result = Drain(orders, seconds, rss, pss, {
+            name: (cpu_after[name] - cpu_before[name]) * 1000 / orders for name in cpu_after})
         say(f"{label}: {orders:,} orders in {seconds:.1f} s = {orders / seconds:,.0f}/s, "
-            f"peak RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")
-        return Drain(orders, seconds, rss, pss)
+            f"peak RSS {rss:.0f} MiB, PSS {pss:.0f} MiB; CPU per order: {result.cpu()}")
+        return result
     finally:
         stack.close()
 
@@ -226,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         rss = " / ".join(f"{d.peak_rss_mib:.0f} MiB (PSS {d.peak_pss_mib:.0f})"
                          for d in (naive, hub) if d)
         print(f"| daemon peak RSS (naive / hub) | | {rss} | |")
+        cpu = " / ".join(d.cpu() for d in (naive, hub) if d)
+        print(f"| CPU per order (naive / hub) | | {cpu} | |")
     if latency:
         print(f"| CRM commit -> ERP, {args.rate:.0f} orders/s for {seconds:.0f} s "
               f"| | p50 {statistics.median(latency.samples):.2f} s, "

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from hub.demo.reference import create_schemas, ensure_database, seed
 from hub.store.engine import make_engine
 
-__all__ = ["AMQP_URL", "Daemon", "Stack", "delete_queues"]
+__all__ = ["AMQP_URL", "SERVERS", "Daemon", "Stack", "cpu_seconds", "delete_queues"]
 
 PG_URL = os.environ.get("HUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get(
@@ -33,6 +33,36 @@ MARIADB_URL = os.environ.get(
     "mysql+pyodbc://root:@127.0.0.1:3306/test?driver=MariaDB+Unicode&charset=utf8mb4",
 )
 AMQP_URL = os.environ.get("HUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+#: The servers whose CPU a drain is charged with, by process name (``comm``).
+SERVERS = {"PostgreSQL": ("postgres",), "MariaDB": ("mariadbd", "mysqld"),
+           "RabbitMQ": ("beam.smp", "erl_child_setup", "epmd")}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: Iterator[int] | None = None) -> dict[str, float]:
+    """CPU seconds used so far (user and system, all threads) by each of :data:`SERVERS`,
+    and with ``pids`` by those processes as ``"daemon"``. Processes that ended in between
+    are not counted: read it around a run whose servers stay up."""
+    wanted = {name: server for server, names in SERVERS.items() for name in names}
+    mine = set(pids or ())
+    used = {"daemon": 0.0, **{server: 0.0 for server in SERVERS}}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+        if int(entry.name) in mine:
+            used["daemon"] += seconds
+        elif comm in wanted:
+            used[wanted[comm]] += seconds
+    return used
 
 
 def delete_queues(prefix: str) -> None:
@@ -163,6 +193,9 @@ class Daemon:
                     return
             time.sleep(0.2)
         raise TimeoutError("the daemon did not become ready")
+
+    def pids(self) -> Iterator[int]:
+        return (proc.pid for proc in (self.proc, *self.others))
 
     def sample_rss(self) -> float:
         """The daemon's resident memory now (MiB, its processes together); remembers the
