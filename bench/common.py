@@ -25,12 +25,12 @@ from hub.bus.base import Incoming, Outgoing
 from hub.headers import H_KEY, H_TYPE
 from hub.model.messages import OrderChanged, encode
 from hub.model.records import Order, OrderLine
+from hub.store.bulk import insert_ignore
 from hub.store.db import Store
 from hub.store.engine import make_engine
 from hub.store.inbox import Inbox
 from hub.store.tables import inbox
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = [
     "BODY_BYTES",

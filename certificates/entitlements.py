@@ -29,9 +29,9 @@ from connectors.erp.poller import order_key
 from connectors.erp.schema import ibt1, ocrd, oitm
 from hub.errors import MappingError, db_errors
 from hub.model.records import Delivery
+from hub.store.bulk import insert_ignore
 from hub.store.tables import certificate, entitlement
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = [
     "BATCH_LENGTH",

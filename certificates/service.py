@@ -62,12 +62,12 @@ from hub.errors import (
 )
 from hub.journal import Entry, record
 from hub.settings import Settings
+from hub.store.bulk import insert_ignore
 from hub.store.db import Store
 from hub.store.deadletters import DeadLetters, NewDeadLetter
 from hub.store.engine import READ_ONLY, make_engine
 from hub.store.tables import certificate, certificate_file, dead_letter
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = [
     "BLOCKED_QUEUE",

@@ -12,9 +12,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from hub.store.bulk import insert_ignore
 from hub.store.tables import component
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = ["ComponentState", "Components", "process_name"]
 

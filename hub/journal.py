@@ -16,10 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert
+from sqlalchemy import Connection, delete
 
 from hub.headers import H_KEY, H_OCCURRED, H_TYPE
 from hub.model.messages import DeliveryPosted, Message
+from hub.store.bulk import insert_many
 from hub.store.tables import journal
 from hub.store.types import utcnow
 
@@ -87,8 +88,8 @@ def record(conn: Connection, entries: Sequence[Entry]) -> None:
     if not entries:
         return
     now = utcnow()
-    conn.execute(
-        insert(journal),
+    insert_many(
+        conn, journal,
         [
             {
                 "at": e.at or now,

@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, or_, select, update
 
 from hub.bus.base import Bus, Outgoing, backoff
 from hub.errors import HubError, Unroutable
 from hub.headers import H_KEY, H_OCCURRED, H_TYPE
 from hub.journal import published, record
 from hub.model.messages import Message, encode, routing_key
+from hub.store.bulk import insert_many
 from hub.store.db import Store
 from hub.store.tables import outbox
 from hub.store.types import utcnow
@@ -40,8 +41,8 @@ class Outbox:
         if not messages:
             return
         now = utcnow()
-        conn.execute(
-            insert(outbox),
+        insert_many(
+            conn, outbox,
             [
                 {
                     "message_id": str(m.message_id),

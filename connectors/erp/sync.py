@@ -32,9 +32,9 @@ from hub.model.messages import (
 )
 from hub.model.records import Order
 from hub.outbox import Outbox
+from hub.store.bulk import insert_ignore
 from hub.store.inbox import Inbox
 from hub.store.tables import id_xref
-from hub.store.upsert import insert_ignore
 from hub.sync.conflicts import Conflicts
 from hub.sync.merge import decide, project
 from hub.sync.orders import (

@@ -36,11 +36,11 @@ from hub.bus.base import (
 from hub.errors import HubError, RetryableError, Unroutable
 from hub.headers import H_ATTEMPT, H_BODY_ENCODING, H_KEY, H_TYPE
 from hub.journal import Entry, record
+from hub.store.bulk import insert_ignore
 from hub.store.db import Store
 from hub.store.deadletters import DeadLetters, NewDeadLetter, body_from_text, body_to_text
 from hub.store.tables import bus_binding, bus_message
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = ["EmbeddedBus"]
 

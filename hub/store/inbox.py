@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, delete, select
 
+from hub.store.bulk import insert_ignore
 from hub.store.tables import inbox
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = ["Inbox"]
 

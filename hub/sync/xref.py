@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, delete, select, union_all
 
+from hub.store.bulk import insert_ignore
 from hub.store.tables import id_xref
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = ["Xref"]
 
