@@ -28,9 +28,9 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Column, Connection, Select, and_, delete, or_, select, update
 
+from hub.store.bulk import insert_ignore
 from hub.store.tables import watermark, watermark_seen
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = ["Change", "Watermark", "window"]
 
@@ -98,6 +98,10 @@ class Watermark:
         self._window_at: dt.datetime | None = None
         self._next_cursor: _Cursor | None = None
         self._position: dt.datetime | None = None  # as the running poll read it
+        # What this process took and knows committed ((key, version) -> change time), for
+        # the overlap window; and what the last commit() took, until committed() says so.
+        self._taken: dict[tuple[str, str], dt.datetime] = {}
+        self._pending: list[tuple[str, str, dt.datetime]] = []
 
     def tune(self, *, overlap: float, sweep: float) -> None:
         """Set the overlap and sweep windows (seconds; a sweep at most the overlap is off)."""
@@ -128,6 +132,7 @@ class Watermark:
         not as whole rows.
         """
         position = self._position = self.position(conn)
+        self._pending = []  # a poll since the last commit(): that one was not confirmed
         lower = None if position is None else position - self.overlap
         held, self._cursor, self._next_cursor = self._cursor, None, None
         cursor = None
@@ -208,16 +213,28 @@ class Watermark:
 
         Only changes stamped up to the position (and that second) are looked up: whatever was
         taken was stamped at most at the position of the poll that took it, and the position
-        never goes back. So a page of a backlog, beyond the position, costs no read at all."""
+        never goes back. So a page of a backlog, beyond the position, costs no read at all.
+        Nor do the changes this process took itself and saw committed (:meth:`committed`),
+        which are most of what each poll reads again in its overlap window once caught up:
+        only those it cannot vouch for are read from the store."""
         slack = dt.timedelta(seconds=1)
         if self._position is None:
             return set()  # nothing was ever taken
         reach = self._position + slack
-        keys = {c.key[:100] for c in page if c.changed_at <= reach}
+        known: set[tuple[str, str]] = set()
+        keys: set[str] = set()
+        for c in page:
+            if c.changed_at > reach:
+                continue
+            pair = (c.key[:100], c.version[:64])
+            if self._taken.get(pair) == c.changed_at:
+                known.add(pair)
+            else:
+                keys.add(pair[0])
         if not keys:
-            return set()
+            return known
         first, last = page[0].changed_at - slack, page[-1].changed_at + slack
-        return {(r.row_key, r.row_version) for r in conn.execute(
+        return known | {(r.row_key, r.row_version) for r in conn.execute(
             select(watermark_seen.c.row_key, watermark_seen.c.row_version,
                    watermark_seen.c.changed_at).where(
                 watermark_seen.c.source == self.source,
@@ -228,6 +245,7 @@ class Watermark:
         """Mark ``changes`` taken and move the position forward (never back). A poll whose
         transaction does not commit leaves the next to read the whole window."""
         self._cursor, self._next_cursor = self._next_cursor, None
+        self._pending = [(c.key[:100], c.version[:64], c.changed_at) for c in changes]
         if not changes:
             return
         insert_ignore(conn, watermark_seen, [
@@ -247,3 +265,18 @@ class Watermark:
         horizon = max(newest, current or newest) - 2 * max(self.overlap, self.sweep)
         conn.execute(delete(watermark_seen).where(and_(
             watermark_seen.c.source == self.source, watermark_seen.c.changed_at < horizon)))
+
+    def committed(self) -> None:
+        """The transaction of the last :meth:`commit` did commit: its changes are known taken
+        without asking the store, for as long as the overlap window holds them. A caller
+        that does not say so only has its polls read more of the seen-set."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        self._taken.update(((key, version), at) for key, version, at in pending)
+        newest = max(at for _, _, at in pending)
+        if self._position is not None:
+            newest = max(newest, self._position)
+        horizon = newest - self.overlap - dt.timedelta(seconds=2)
+        if len(self._taken) > 2 * len(pending):
+            self._taken = {pair: at for pair, at in self._taken.items() if at >= horizon}

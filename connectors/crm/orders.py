@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, Select, bindparam, delete, select, update
+from sqlalchemy import Connection, RowMapping, Select, delete, select, update
 
 from connectors.crm.schema import crm_account, crm_order, crm_order_line
 from connectors.crm.support import (
@@ -34,6 +34,7 @@ from connectors.crm.support import (
 from hub.errors import InvalidMessage, MappingError, UnknownReference
 from hub.mapping import SystemMapping, load_mapping
 from hub.model.records import Order, OrderLine
+from hub.store.bulk import update_many
 from hub.store.types import utcnow
 from hub.watermark import Change, window
 
@@ -260,16 +261,13 @@ class CrmOrders:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for order_id, values in rows:
             groups.setdefault(tuple(sorted(values)), []).append(
-                {"_order_id": order_id, **{f"_v_{k}": v for k, v in values.items()}})
+                {"order_id": order_id, **checked_columns(crm_order, values)})
         now = utcnow()
         with db_errors("answer CRM orders"):
-            for columns, params in groups.items():
-                conn.execute(
-                    update(crm_order).where(crm_order.c.order_id == bindparam("_order_id"))
-                    .values(checked_columns(crm_order, {c: bindparam(f"_v_{c}")
-                                                        for c in columns}))
-                    .values(version=crm_order.c.version + 1, modified_by=HUB_USER,
-                            modified_at=now), params)
+            for group in groups.values():
+                update_many(conn, crm_order, ("order_id",), group, {
+                    "version": crm_order.c.version + 1, "modified_by": HUB_USER,
+                    "modified_at": now})
             versions = {r.order_id: int(r.version) for r in conn.execute(
                 select(crm_order.c.order_id, crm_order.c.version)
                 .where(crm_order.c.order_id.in_(ids)))}

@@ -144,6 +144,7 @@ class Poller(Part):
                 source.rollback()
         except SQLAlchemyError as exc:
             raise translate_db_error(exc, f"polling {self.system}") from exc
+        stream.watermark.committed()
         self.after_poll()
         return len(changes)
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 
+from hub.store.bulk import insert_ignore, update_many
 from hub.store.tables import sync_state
 from hub.store.types import utcnow
-from hub.store.upsert import insert_ignore
 
 __all__ = ["PENDING", "Side", "SyncState", "older"]
 
@@ -135,15 +135,9 @@ class SyncState:
     def save_many(conn: Connection, states: Sequence[SyncState]) -> None:
         """:meth:`save` for many states: one statement for the updates, one for the inserts."""
         now = utcnow()
-        old = [s for s in states if s.exists]
-        if old:
-            conn.execute(
-                update(sync_state).where(
-                    sync_state.c.kind == bindparam("k"),
-                    sync_state.c.canonical_id == bindparam("cid"),
-                ).values(state=bindparam("s"), versions=bindparam("v"), updated_at=now),
-                [{"k": s.kind, "cid": s.canonical_id, "s": s._raw(), "v": s._versions()}
-                 for s in old])
+        update_many(conn, sync_state, ("kind", "canonical_id"), [
+            {"kind": s.kind, "canonical_id": s.canonical_id, "state": s._raw(),
+             "versions": s._versions()} for s in states if s.exists], {"updated_at": now})
         new = [s for s in states if not s.exists]
         insert_ignore(conn, sync_state, [
             {"kind": s.kind, "canonical_id": s.canonical_id, "state": s._raw(),
