@@ -299,11 +299,11 @@ class CrmApplier(Applier):
             return stale
         with self.runtime.store.begin() as hub:
             cids = Xref.resolve_many(hub, "order", [{"crm": m.crm_id} for _, m in keyed])
-            states = SyncState.load_many(hub, "order", cids)
+            known = SyncState.versions_many(hub, "order", cids)
         for (index, message), cid in zip(keyed, cids, strict=True):
-            state = states[cid]
-            stale[index] = state.exists and older(message.source_version,
-                                                  state.side("erp").version)
+            erp = known.get(cid, {}).get("erp")
+            stale[index] = cid in known and older(message.source_version,
+                                                  erp.version if erp else None)
         return stale
 
     @staticmethod

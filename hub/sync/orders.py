@@ -76,8 +76,8 @@ def known_whole(hub: Connection, changes: Sequence[Change[Any]], system: str
     microsecond in the ERP) to be taken for one, as it would to hide in the watermark's
     seen-set."""
     cids = Xref.canonical_many(hub, "order", system, [c.key for c in changes])
-    states = SyncState.load_many(hub, "order", sorted(set(cids.values())))
-    sides = {key: states[cid].sides.get(system) for key, cid in cids.items()}
+    known = SyncState.versions_many(hub, "order", sorted(set(cids.values())))
+    sides = {key: known.get(cid, {}).get(system) for key, cid in cids.items()}
     return {(c.key, c.version) for c in changes
             if (side := sides.get(c.key)) is not None and side.whole
             and side.version == c.version}

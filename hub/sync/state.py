@@ -36,6 +36,10 @@ def older(version: str, than: str | None) -> bool:
     return version < than
 
 
+#: The key of the ``versions`` column's list of the sides known whole (not a side's name).
+_WHOLE = "~whole"
+
+
 @dataclass
 class Side:
     version: str | None = None
@@ -131,6 +135,34 @@ class SyncState:
                                        for name, side in data.items()}, exists=True)
         return out
 
+    @classmethod
+    def versions_many(cls, conn: Connection, kind: str, canonical_ids: Sequence[str]
+                      ) -> dict[str, dict[str, Side]]:
+        """Each of ``canonical_ids``' sides with its version and whether it is known whole,
+        without its fields (empty): what the pollers' echo check and the CRM applier's
+        staleness check need, read from the small ``versions`` column instead of parsing
+        the whole state (a tenth of the daemon's time in a drain). A record the hub has no
+        state for has no sides."""
+        ids = list(dict.fromkeys(canonical_ids))
+        out: dict[str, dict[str, Side]] = {}
+        older: list[str] = []  # written before versions carried _WHOLE
+        for start in range(0, len(ids), 500):
+            for row in conn.execute(
+                    select(sync_state.c.canonical_id, sync_state.c.versions).where(
+                        sync_state.c.kind == kind,
+                        sync_state.c.canonical_id.in_(ids[start:start + 500]))):
+                data: dict[str, Any] = json.loads(row.versions or "{}")
+                whole = data.pop(_WHOLE, None)
+                if whole is None:
+                    older.append(row.canonical_id)
+                    continue
+                out[row.canonical_id] = {name: Side(version, {}, name in whole)
+                                         for name, version in data.items()}
+        for cid, state in cls.load_many(conn, kind, older).items():
+            out[cid] = {name: Side(side.version, {}, side.whole)
+                        for name, side in state.sides.items()}
+        return out
+
     @staticmethod
     def save_many(conn: Connection, states: Sequence[SyncState]) -> None:
         """:meth:`save` for many states: one statement for the updates, one for the inserts."""
@@ -150,7 +182,9 @@ class SyncState:
                           sort_keys=True, default=str)
 
     def _versions(self) -> str:
-        return json.dumps({name: s.version for name, s in self.sides.items()})
+        """The sides' versions, and which are known whole (:meth:`versions_many`)."""
+        return json.dumps({**{name: s.version for name, s in self.sides.items()},
+                           _WHOLE: [name for name, s in self.sides.items() if s.whole]})
 
     def save(self, conn: Connection) -> None:
         raw, versions = self._raw(), self._versions()
