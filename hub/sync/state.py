@@ -145,7 +145,7 @@ class SyncState:
         state for has no sides."""
         ids = list(dict.fromkeys(canonical_ids))
         out: dict[str, dict[str, Side]] = {}
-        older: list[str] = []  # written before versions carried _WHOLE
+        legacy: list[str] = []  # written before versions carried _WHOLE
         for start in range(0, len(ids), 500):
             for row in conn.execute(
                     select(sync_state.c.canonical_id, sync_state.c.versions).where(
@@ -154,11 +154,11 @@ class SyncState:
                 data: dict[str, Any] = json.loads(row.versions or "{}")
                 whole = data.pop(_WHOLE, None)
                 if whole is None:
-                    older.append(row.canonical_id)
+                    legacy.append(row.canonical_id)
                     continue
                 out[row.canonical_id] = {name: Side(version, {}, name in whole)
                                          for name, version in data.items()}
-        for cid, state in cls.load_many(conn, kind, older).items():
+        for cid, state in cls.load_many(conn, kind, legacy).items():
             out[cid] = {name: Side(side.version, {}, side.whole)
                         for name, side in state.sides.items()}
         return out
