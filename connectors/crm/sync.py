@@ -228,10 +228,8 @@ class CrmApplier(Applier):
         with self.runtime.store.begin() as hub:
             # What the CRM holds now overrules a binding lost with an earlier transaction
             # (this order bound to a CRM order the CRM never committed).
-            rows = Xref.rows("order", cid, crm=order_id, erp=erp_key) + [
-                row for line in order.lines for row in Xref.rows(
-                    "order_line", Xref.child(cid, line.line_no),
-                    crm=f"{order_id}/{line.line_no}", erp=f"{erp_key}/{line.erp_line}")]
+            rows = Xref.rows("order", cid, crm=order_id, erp=erp_key)
+            state.bind_lines(order.lines)
             if bound not in (None, order_id):
                 Xref.rebind(hub, rows, "crm")
             else:
@@ -327,17 +325,23 @@ class CrmApplier(Applier):
         delivery = message.delivery
         by_order: dict[tuple[str, int], dict[int, int]] = {}
         with self.runtime.store.begin() as hub:
+            cids = Xref.canonical_many(hub, "order", "erp", [
+                ERP_DOC.format(line.order_doc_entry) for line in delivery.lines])
+            order_ids = Xref.local_many(hub, "order", list(cids.values()), "crm")
+            states = SyncState.load_many(hub, "order", list(cids.values()))
             for line in delivery.lines:
                 erp_key = ERP_DOC.format(line.order_doc_entry)
-                cid = Xref.canonical(hub, "order_line", "erp", f"{erp_key}/{line.order_line}")
-                crm_line = Xref.local(hub, "order_line", cid, "crm") if cid else None
-                if crm_line is None:
+                cid = cids.get(erp_key)
+                order_id = order_ids.get(cid) if cid else None
+                line_no = states[cid].lines.get(line.order_line) if cid else None
+                if order_id is not None and line_no is None:
+                    line_no = _line_bound_before(hub, erp_key, line.order_line)
+                if order_id is None or line_no is None:
                     raise DependencyMissing(
                         f"ERP order line {line.order_doc_entry}/{line.order_line} is not in "
                         "the CRM yet")
-                order_id, line_no = crm_line.rsplit("/", 1)
                 by_order.setdefault((order_id, line.order_doc_entry), {})[line.order_line] = (
-                    int(line_no))
+                    line_no)
         shipments = CrmShipments()
         with self.runtime.system("crm").begin() as crm:
             # The CRM keeps one shipment per ERP delivery number: a delivery that serves
@@ -346,6 +350,14 @@ class CrmApplier(Applier):
                 shipments.record(crm, order_id, delivery, line_nos, order_doc_entry=doc)
         with self.runtime.store.begin() as hub:
             self.done(hub, message)
+
+
+def _line_bound_before(hub: Connection, erp_key: str, erp_line: int) -> int | None:
+    """The CRM line_no of an order's ERP line as earlier versions of the hub bound it, in
+    ``id_xref`` rows of kind ``order_line``; the sync states they wrote have no lines."""
+    cid = Xref.canonical(hub, "order_line", "erp", f"{erp_key}/{erp_line}")
+    crm_line = Xref.local(hub, "order_line", cid, "crm") if cid else None
+    return int(crm_line.rsplit("/", 1)[1]) if crm_line else None
 
 
 def _shipped(order: Order, current: Order) -> dict[int, Decimal]:

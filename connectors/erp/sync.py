@@ -233,8 +233,8 @@ class ErpApplier(Applier):
 
     @staticmethod
     def _remember(hub: Connection, written: Sequence[tuple[OrderPlan, Written]]) -> None:
-        """Record written orders in the hub: cross-references of orders and lines, what each
-        side now holds, conflicts. A handful of statements for the lot."""
+        """Record written orders in the hub: cross-references of orders and (in their sync
+        states) lines, what each side now holds, conflicts. A handful of statements for the lot."""
         binds: list[dict[str, Any]] = []
         fresh: dict[str, str] = {}  # DocEntry keys bound here for the first time -> cid
         moved = False  # an order bound before to another DocEntry
@@ -246,10 +246,7 @@ class ErpApplier(Applier):
                     fresh[doc_key(doc)] = cid
                     moved = moved or plan.bound is not None
                 binds += Xref.rows("order", cid, crm=order.crm_id or "", erp=doc_key(doc))
-                for line in after.lines:
-                    binds += Xref.rows("order_line", Xref.child(cid, line.line_no),
-                                       crm=f"{order.crm_id}/{line.line_no}",
-                                       erp=f"{doc_key(doc)}/{line.erp_line}")
+                state.bind_lines(after.lines)
                 # Only what the hub wrote: an edit someone made in the ERP meanwhile, not yet
                 # polled, must still look like that person's change when it is read.
                 names = ALL_FIELDS if plan.wrote is None else plan.wrote

@@ -9,12 +9,13 @@ not newer than the remembered one is stale and changes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, select, update
 
+from hub.model.records import OrderLine
 from hub.store.bulk import insert_ignore, update_many
 from hub.store.tables import sync_state
 from hub.store.types import utcnow
@@ -38,6 +39,8 @@ def older(version: str, than: str | None) -> bool:
 
 #: The key of the ``versions`` column's list of the sides known whole (not a side's name).
 _WHOLE = "~whole"
+#: The key of the state's line cross-reference (not a side's name).
+_LINES = "~lines"
 
 
 @dataclass
@@ -66,15 +69,36 @@ class SyncState:
     canonical_id: str
     sides: dict[str, Side] = field(default_factory=dict)
     exists: bool = False
+    #: The line cross-reference of an order: the CRM line_no of each ERP line (RDR1.LineNum)
+    #: the hub wrote or read. Kept here, in the row written anyway, rather than as two
+    #: ``id_xref`` rows per line: those were a fifth of PostgreSQL's work in a drain.
+    lines: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def _parsed(cls, kind: str, canonical_id: str, data: dict[str, Any]) -> SyncState:
+        """The state as :meth:`_data` wrote it."""
+        lines = {int(erp): crm for erp, crm in data.pop(_LINES, {}).items()}
+        return cls(kind, canonical_id, {name: Side.from_json(side) for name, side in data.items()},
+                   exists=True, lines=lines)
+
+    def _data(self, sides: dict[str, Side]) -> dict[str, Any]:
+        data: dict[str, Any] = {name: s.to_json() for name, s in sides.items()}
+        if self.lines:
+            data[_LINES] = {str(erp): crm for erp, crm in sorted(self.lines.items())}
+        return data
+
+    def bind_lines(self, lines: Iterable[OrderLine]) -> None:
+        """Remember which CRM line each ERP line of ``lines`` is (those carrying both)."""
+        self.lines.update((line.erp_line, line.line_no) for line in lines
+                          if line.erp_line is not None and line.line_no is not None)
 
     def side(self, system: str) -> Side:
         return self.sides.setdefault(system, Side())
 
     def snapshot(self) -> dict[str, Any]:
         """What the hub knows now, to keep with :meth:`pending` (taken before a write)."""
-        return dict(json.loads(json.dumps(
-            {name: s.to_json() for name, s in self.sides.items() if name != PENDING},
-            default=str)))
+        return dict(json.loads(json.dumps(self._data(
+            {name: s for name, s in self.sides.items() if name != PENDING}), default=str)))
 
     def pending(self, before: dict[str, Any], target: str) -> None:
         """Mark the write into ``target`` just remembered as not yet committed there, keeping
@@ -95,8 +119,8 @@ class SyncState:
         if target_version is not None and written is not None and not older(target_version,
                                                                                written):
             return False
-        self.sides = {name: Side.from_json(side)
-                      for name, side in pending.fields.get("before", {}).items()}
+        before = self._parsed(self.kind, self.canonical_id, dict(pending.fields.get("before", {})))
+        self.sides, self.lines = before.sides, before.lines
         return True
 
     @classmethod
@@ -110,9 +134,7 @@ class SyncState:
         raw = conn.execute(query).scalar()
         if raw is None:
             return cls(kind, canonical_id)
-        data: dict[str, dict[str, Any]] = json.loads(raw)
-        sides = {name: Side.from_json(s) for name, s in data.items()}
-        return cls(kind, canonical_id, sides, exists=True)
+        return cls._parsed(kind, canonical_id, json.loads(raw))
 
     @classmethod
     def load_many(cls, conn: Connection, kind: str, canonical_ids: Sequence[str]
@@ -130,9 +152,7 @@ class SyncState:
             if cid not in raw:
                 out[cid] = cls(kind, cid)
                 continue
-            data: dict[str, dict[str, Any]] = json.loads(raw[cid])
-            out[cid] = cls(kind, cid, {name: Side.from_json(side)
-                                       for name, side in data.items()}, exists=True)
+            out[cid] = cls._parsed(kind, cid, json.loads(raw[cid]))
         return out
 
     @classmethod
@@ -178,8 +198,7 @@ class SyncState:
             state.exists = True
 
     def _raw(self) -> str:
-        return json.dumps({name: s.to_json() for name, s in self.sides.items()},
-                          sort_keys=True, default=str)
+        return json.dumps(self._data(self.sides), sort_keys=True, default=str)
 
     def _versions(self) -> str:
         """The sides' versions, and which are known whole (:meth:`versions_many`)."""

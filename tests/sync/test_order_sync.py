@@ -17,12 +17,17 @@ from connectors.crm.schema import (
     crm_shipment,
     crm_shipment_line,
 )
+from connectors.crm.sync import ERP_DOC, CrmApplier
+from connectors.erp.documents import ErpDeliveries
 from connectors.erp.schema import ocrd, oitm, ordr, rdr1
 from hub.demo.people import Line
+from hub.model.messages import DeliveryPosted
 from hub.replay import replay
 from hub.store.deadletters import DeadLetters
-from hub.store.tables import conflict
+from hub.store.tables import conflict, id_xref
 from hub.store.types import utcnow
+from hub.sync.state import SyncState
+from hub.sync.xref import Xref
 from tests.helpers import wait_for
 from tests.sync.conftest import Stack
 
@@ -90,13 +95,7 @@ def test_erp_progress_flows_back_to_the_crm(stack: Stack) -> None:
     wait_for(lambda: crm_row(stack, order_id).status == "shipped", 30, "shipped")
 
     def batches() -> list[Any]:
-        with stack.crm.connect() as conn:
-            return sorted(conn.execute(
-                select(crm_shipment_line.c.line_no, crm_shipment_line.c.batch_number,
-                       crm_shipment_line.c.quantity)
-                .join(crm_shipment,
-                      crm_shipment.c.shipment_id == crm_shipment_line.c.shipment_id)
-                .where(crm_shipment.c.order_id == order_id)).all())
+        return shipped_lines(stack, order_id)
 
     wait_for(lambda: len(batches()) == 3, 30, "both shipments with their batches")
     with stack.crm.connect() as conn:
@@ -153,6 +152,67 @@ def test_edits_flow_both_ways_and_a_conflict_is_won_by_the_owner(stack: Stack) -
         rows = hub.execute(select(conflict).where(conflict.c.field == "notes")).all()
     assert rows and rows[0].winner == "crm"
     assert "plant says" in rows[0].erp_value and "sales says" in rows[0].crm_value
+
+
+def shipped_lines(stack: Stack, order_id: str) -> list[Any]:
+    """(line_no, batch_number, quantity) of every shipment line of the CRM order."""
+    with stack.crm.connect() as conn:
+        return sorted(conn.execute(
+            select(crm_shipment_line.c.line_no, crm_shipment_line.c.batch_number,
+                   crm_shipment_line.c.quantity)
+            .join(crm_shipment, crm_shipment.c.shipment_id == crm_shipment_line.c.shipment_id)
+            .where(crm_shipment.c.order_id == order_id)).all())
+
+
+def test_a_delivery_ships_the_crm_lines_whatever_their_numbers(stack: Stack) -> None:
+    sales = stack.sales()
+    order_id = sales.submit_order(stack.account(), LINES, status="draft")
+    with stack.crm.begin() as conn:  # numbered in tens, as some sales people do
+        conn.execute(update(crm_order_line).where(crm_order_line.c.order_id == order_id)
+                     .values(line_no=crm_order_line.c.line_no * 10))
+    sales.edit(order_id, status="submitted")
+    doc = synced(stack, order_id).DocEntry
+    assert [ln.U_CRM_LINE for ln in erp_lines(stack, doc)] == [10, 20, 30]
+    erp = stack.erp_user()
+    erp.confirm(doc)
+    erp.deliver(doc, [(1, D("800"), "B2611-0007"), (2, D("5"), "B2611-0008")])
+    wait_for(lambda: len(shipped_lines(stack, order_id)) == 2, 30, "the shipment in the CRM")
+    assert shipped_lines(stack, order_id) == [(20, "B2611-0007", D("800.000")),
+                                              (30, "B2611-0008", D("5.000"))]
+    with stack.runtime.store.begin() as hub:
+        cid = Xref.canonical(hub, "order", "crm", order_id)
+        assert cid is not None
+        assert SyncState.load(hub, "order", cid).lines == {0: 10, 1: 20, 2: 30}
+        assert hub.scalar(select(func.count()).select_from(id_xref).where(
+            id_xref.c.kind == "order_line")) == 0, "lines are bound in the sync state"
+
+
+def test_a_delivery_of_an_order_whose_lines_an_earlier_hub_bound(stack: Stack) -> None:
+    """Earlier versions of the hub bound lines in id_xref rows, not in the sync state."""
+    order_id = stack.sales().submit_order(stack.account(), LINES[:2])
+    doc = synced(stack, order_id).DocEntry
+    erp = stack.erp_user()
+    erp.confirm(doc)
+    wait_for(lambda: crm_row(stack, order_id).status == "confirmed", 30, "confirmed")
+    stack.daemon.shutdown()  # the rest by hand, so that nothing binds the lines again
+    erp_key = ERP_DOC.format(doc)
+    with stack.runtime.store.begin() as hub:
+        cid = Xref.canonical(hub, "order", "crm", order_id)
+        assert cid is not None
+        state = SyncState.load(hub, "order", cid)
+        state.lines.clear()
+        state.save(hub)
+        for line_no, erp_line in ((1, 0), (2, 1)):
+            Xref.bind(hub, "order_line", Xref.child(cid, line_no),
+                      crm=f"{order_id}/{line_no}", erp=f"{erp_key}/{erp_line}")
+    delivery = erp.deliver(doc, [(1, D("800"), "B2611-0009")])
+    with stack.erp.connect() as conn:
+        posted = ErpDeliveries().read(conn, delivery)
+    assert posted is not None
+    CrmApplier(stack.runtime).apply(
+        DeliveryPosted(correlation_key=erp_key, source="erp", source_version="1",
+                       delivery=posted), final=False)
+    assert shipped_lines(stack, order_id) == [(2, "B2611-0009", D("800.000"))]
 
 
 def test_cancellation_and_cancel_after_shipment(stack: Stack) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal as D
 
 import pytest
 from sqlalchemy import update
 
+from hub.model.records import OrderLine
 from hub.store import Store
 from hub.store.tables import sync_state
 from hub.sync.state import Side, SyncState
@@ -44,3 +46,31 @@ def test_versions_and_whole_sides_read_without_the_fields(store: Store) -> None:
     for cid in ("c0", "c1"):
         assert {n: (s.version, s.whole) for n, s in full[cid].sides.items()} == {
             n: (s.version, s.whole) for n, s in known[cid].items()}
+
+
+def test_the_line_cross_reference_is_kept_and_restored_with_a_lost_write(store: Store) -> None:
+    state = SyncState("order", "c9", {"crm": Side("3", {"notes": "a"})})
+    state.bind_lines([_line(10, 0), _line(20, 1), _line(None, 2)])
+    with store.begin() as conn:
+        state.save(conn)
+    with store.begin() as conn:
+        loaded = SyncState.load(conn, "order", "c9")
+    assert loaded.lines == {0: 10, 1: 20}, "a line without both numbers is not bound"
+    assert set(loaded.sides) == {"crm"}, "the lines are not a side"
+    # A write remembered before its target committed, then lost: its lines go with it.
+    before = loaded.snapshot()
+    loaded.bind_lines([_line(30, 1)])
+    loaded.side("erp").version = "9"
+    loaded.pending(before, "erp")
+    with store.begin() as conn:
+        loaded.save(conn)
+    with store.begin() as conn:
+        lost = SyncState.load(conn, "order", "c9")
+    assert lost.lines == {0: 10, 1: 30}
+    assert lost.settle(None), "the ERP does not hold the write"
+    assert lost.lines == {0: 10, 1: 20} and set(lost.sides) == {"crm"}
+
+
+def _line(line_no: int | None, erp_line: int) -> OrderLine:
+    return OrderLine(line_no=line_no, erp_line=erp_line, product_code="ETAC-99",
+                     quantity=D(1), unit_price=D(2))
