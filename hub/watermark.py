@@ -13,7 +13,11 @@ open longer than the overlap (waiting for locks while a database restarts, say) 
 be missed, so now and then (``sweep_every``) polls
 also reach back ``sweep``: a list of keys and versions, a few pages per poll, each page
 checked against the seen-set (kept for twice that long) in one range read. A change
-committed later than ``sweep`` after its stamp is the only one missed. Position and seen-set
+committed later than ``sweep`` after its stamp is the only one missed. Once caught up, most
+polls read back only ``recent`` (2 s) and every ``overlap / 2`` one reads the whole window,
+reaching back that much further, so a late commit is still found (a few seconds later):
+re-listing a busy source's whole window every second was a tenth of the daemon's work in a
+drain, and the biggest read of the CRM's database. Position and seen-set
 are kept in the hub's store, written in the same transaction as the outbox rows the changes
 produce, so a crash between the two cannot lose or double anything.
 """
@@ -84,9 +88,15 @@ class Watermark:
 
     def __init__(self, source: str, *, overlap: dt.timedelta = dt.timedelta(seconds=10),
                  sweep: dt.timedelta = dt.timedelta(minutes=5),
-                 sweep_every: dt.timedelta = dt.timedelta(minutes=1)) -> None:
+                 sweep_every: dt.timedelta = dt.timedelta(minutes=1),
+                 recent: dt.timedelta = dt.timedelta(seconds=2)) -> None:
         self.source = source
         self.overlap = overlap
+        self.recent = recent
+        # When the last poll that read the whole window to its end began (monotonic), and
+        # whether the last poll reached the end of what it read (caught up).
+        self._whole_at: float | None = None
+        self._caught_up = False
         self.sweep = sweep
         self.sweep_every = sweep_every
         self._swept_at: float | None = None  # monotonic; None: sweep at the first poll
@@ -132,17 +142,29 @@ class Watermark:
         not as whole rows.
         """
         position = self._position = self.position(conn)
-        self._pending = []  # a poll since the last commit(): that one was not confirmed
+        confirmed = not self._pending  # the last poll took nothing, or committed() said so
+        self._pending = []
         lower = None if position is None else position - self.overlap
         held, self._cursor, self._next_cursor = self._cursor, None, None
         cursor = None
+        whole = False
+        began = time.monotonic()
         if (held is not None and position is not None and self._window_at is not None
                 and position - self._window_at < self.overlap / 2 and self._took(conn, held)):
             cursor = held.after
+        elif (position is not None and confirmed and self._caught_up and self._quick()
+              and self._whole_at is not None and began - self._whole_at < self._every()):
+            lower = position - self.recent  # caught up: the whole window was read lately
         else:
             self._window_at = position  # the whole window again
+            whole = True
+            if position is not None and self._quick():
+                lower = position - self._reach()
         fresh: list[Change[T]]
         fresh, stopped, caught_up = self._unseen_pages(conn, fetch, lower, cursor, limit)
+        self._caught_up = caught_up
+        if caught_up and whole:
+            self._whole_at = began
         if not caught_up and fresh and stopped is not None:
             # A backlog: the next poll goes on from here, if this one is committed.
             self._next_cursor = _Cursor(stopped, fresh[-1].key, fresh[-1].changed_at)
@@ -155,6 +177,22 @@ class Watermark:
         if load is not None and fresh:
             return list(load(fresh))
         return fresh
+
+    def _quick(self) -> bool:
+        """Whether polls read back only :attr:`recent` between whole windows."""
+        return self.recent < self.overlap
+
+    def _every(self) -> float:
+        """Seconds between whole-window reads once caught up."""
+        return self.overlap.total_seconds() / 2
+
+    def _reach(self) -> dt.timedelta:
+        """How far a whole-window read reaches back: the overlap, and with quick polls also
+        the time between whole reads, so that a change committed up to ``overlap`` late is
+        found as before, only up to that much later."""
+        if not self._quick():
+            return self.overlap
+        return self.overlap + dt.timedelta(seconds=self._every())
 
     def _sweep_on(self, conn: Connection, fetch: Fetch[Any], start: dt.datetime,
                   overlap_from: dt.datetime, limit: int) -> list[Change[T]]:
@@ -277,6 +315,6 @@ class Watermark:
         newest = max(at for _, _, at in pending)
         if self._position is not None:
             newest = max(newest, self._position)
-        horizon = newest - self.overlap - dt.timedelta(seconds=2)
+        horizon = newest - self._reach() - dt.timedelta(seconds=2)
         if len(self._taken) > 2 * len(pending):
             self._taken = {pair: at for pair, at in self._taken.items() if at >= horizon}
