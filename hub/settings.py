@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     poll_interval: float = Field(1.0, gt=0, description="Seconds between polls of a source.")
     watermark_overlap: float = Field(
         10.0, gt=0, description="Seconds a poll reads back, for changes committed late (in a "
-        "backlog: every half overlap of progress, and once caught up).")
+        "backlog: every half overlap of progress; once caught up: every half overlap of time, "
+        "reaching back half an overlap more, with polls between reading back 2 s).")
     watermark_sweep: float = Field(
         300.0, ge=0, description="Seconds polls read back once a minute (keys only, a few "
         "pages per poll), for changes committed later than the overlap (a writer whose "
