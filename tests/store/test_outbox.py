@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator, Sequence
 
@@ -11,11 +12,14 @@ from sqlalchemy import func, select
 from hub.bus.base import Bus, Incoming, Outgoing, Subscription
 from hub.bus.embedded import EmbeddedBus
 from hub.errors import BrokerUnavailable
+from hub.journal import MAX_PAYLOAD
 from hub.model import LotReleased, partition_of
+from hub.model.messages import encode
 from hub.model.records import Lot
 from hub.outbox import Outbox, OutboxRelay
 from hub.store import Store
 from hub.store.tables import journal, outbox
+from hub.store.types import utcnow
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -105,3 +109,30 @@ def test_unroutable_messages_wait_while_routable_ones_go(store: Store) -> None:
     with store.begin() as conn:
         left = conn.execute(select(outbox.c.correlation_key, outbox.c.last_error)).one()
     assert left.correlation_key == keys[0] and "no queue is bound" in left.last_error
+
+
+def test_the_published_entry_keeps_the_body_as_sent(store: Store) -> None:
+    """The relay sets a body into its journal entry without parsing it; what a trace reads
+    back is the same as a parse of the body would give, and bodies the outbox should never
+    hold (not a JSON object, too large) are still kept safely."""
+    bus = EmbeddedBus(store, poll_interval=0.05)
+    bus.declare(Subscription("certs", ("lims.lot.released.*", "hub.odd.*")))
+    message = LotReleased(correlation_key="B-Ü1", source="lims", source_version="1",
+                          lot=Lot(lot_name="B-Ü1 \"quoted\" 批", released=True))
+    big = "x" * (MAX_PAYLOAD + 1)
+    with store.begin() as conn:
+        Outbox.add(conn, [message], partitions=1)
+        conn.execute(outbox.insert(), [
+            {"message_id": mid, "routing_key": "hub.odd.p0", "type": "odd", "body": body,
+             "correlation_key": "odd", "created_at": utcnow(), "attempts": 0}
+            for mid, body in (("odd-1", "not json"), ("odd-2", f'"{big}"'))])
+    relay = OutboxRelay(store, bus, batch_size=10)
+    while relay.relay_once().published:
+        pass
+    with store.begin() as conn:
+        details = dict(conn.execute(select(journal.c.message_id, journal.c.detail).where(
+            journal.c.event == "published")).all())
+    assert json.loads(details[str(message.message_id)]) == {
+        "body": json.loads(encode(message))}
+    assert json.loads(details["odd-1"]) == {"body": "not json"}
+    assert json.loads(details["odd-2"])["body_bytes"] == MAX_PAYLOAD + 3
