@@ -13,9 +13,12 @@ The certificate service builds on the hub's store and the LIMS reference schema
 - :mod:`certificates.attachment`: ``attachment_json(pdf)``, the embedded data read back.
 - :mod:`certificates.signing`: ``sign_pdf(...)``, an optional PAdES signature (pyHanko).
 - :mod:`certificates.service`: issuing, versions and storage in the hub's store, on
-  :mod:`certificates.entitlements` (who got which batch); :mod:`certificates.parts` (the
-  daemon's ``certificates`` and ``certificate-watcher``), :mod:`certificates.api` (HTTP and
-  the verification page), :mod:`certificates.cli` and :mod:`certificates.bulk` (commands).
+  :mod:`certificates.entitlements` (who got which batch); :mod:`certificates.records` (what
+  it hands out: versions, outcomes, errors), :mod:`certificates.blocks` (what cannot be
+  issued, and the record operations see), :mod:`certificates.standalone` (a service of its
+  own for a command); :mod:`certificates.parts` (the daemon's ``certificates`` and
+  ``certificate-watcher``), :mod:`certificates.api` (HTTP and the verification page),
+  :mod:`certificates.cli` and :mod:`certificates.bulk` (commands).
 
 Nothing is imported here, so ``import certificates.data`` stays light: WeasyPrint and the
 fonts load only when a PDF is rendered.

@@ -17,7 +17,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from contextlib import ExitStack
 
 from certificates.entitlements import Entitlements, backfill
-from certificates.service import CertificateService, Tally, opened
+from certificates.service import CertificateService, Tally
+from certificates.standalone import opened
 from hub.errors import db_errors
 from hub.settings import Settings
 from hub.store.engine import READ_ONLY

@@ -120,7 +120,8 @@ def certificate() -> None:
 def certificate_get(ctx: click.Context, batch: str, customer: str | None, version: int | None,
                     lang: str, output: Path) -> None:
     """Write BATCH's certificate as a PDF, issuing it first if needed and possible."""
-    from certificates.service import NotAvailable, opened
+    from certificates.service import NotAvailable
+    from certificates.standalone import opened
     from hub.errors import HubError
 
     try:
@@ -173,7 +174,7 @@ def certificate_get(ctx: click.Context, batch: str, customer: str | None, versio
 def certificate_render_missing(ctx: click.Context, workers: int | None) -> None:
     """Issue every missing certificate of delivered, authorised batches."""
     from certificates.bulk import default_workers, learn_deliveries, missing, render_missing
-    from certificates.service import opened
+    from certificates.standalone import opened
     from hub.errors import HubError
 
     count = workers or default_workers()

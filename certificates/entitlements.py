@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from certificates.data import Recipient
 from connectors.erp.documents import ErpDeliveries
 from connectors.erp.order_reads import BASE_DELIVERY, read_orders
 from connectors.erp.orders import ErpOrders
@@ -41,6 +42,7 @@ __all__ = [
     "delivery_rows",
     "discover",
     "plausible_batch",
+    "recipient",
 ]
 
 #: The longest batch number (LOT.LOT_NAME, IBT1.BatchNum).
@@ -232,3 +234,19 @@ def backfill(erp: Connection, known: set[int]) -> Iterable[list[dict[str, Any]]]
         if len(page) < _PAGE:
             return
         after = (page[-1].changed_at, page[-1].key)
+
+
+def recipient(customer: str, delivered: Sequence[Entitlement]) -> Recipient:
+    """The delivery the certificate names: the first one of the batch to the customer
+    (a certificate is per batch and customer; later deliveries share it)."""
+    first = min(delivered, key=lambda e: (e.delivery_date, e.delivery_doc_num))
+    same = [e for e in delivered if e.delivery_doc_entry == first.delivery_doc_entry]
+    return Recipient(
+        customer_code=customer,
+        customer_name=first.customer_name,
+        order_number=first.order_key,
+        delivery_number=str(first.delivery_doc_num),
+        delivery_date=first.delivery_date,
+        quantity=sum((e.quantity for e in same), Decimal(0)),
+        uom=first.uom,
+    )

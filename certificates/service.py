@@ -30,43 +30,51 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import secrets
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from decimal import Decimal
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import make_url
 
-from certificates.data import BatchQuality, CertificateData, Issue, Recipient
-from certificates.entitlements import Entitlement, Entitlements, discover, plausible_batch
+from certificates.blocks import BLOCKED_QUEUE, TARGET, blockers, record_block, resolve_blocks
+from certificates.data import BatchQuality, CertificateData, Issue
+from certificates.entitlements import (
+    Entitlement,
+    Entitlements,
+    discover,
+    plausible_batch,
+    recipient,
+)
 from certificates.labels import LANGUAGES, Language
-from certificates.verdict import disagreements, verdict
+from certificates.records import (
+    INFO_COLUMNS,
+    Blocked,
+    CertificateInfo,
+    Ensured,
+    NotAvailable,
+    Tally,
+    certificate_number,
+    info_of,
+    quality_hash,
+)
+from certificates.verdict import verdict
 from connectors.lims.reader import LimsReader, NotReleased
 from hub.errors import (
     DatabaseUnavailable,
-    HubError,
     MappingError,
     PermanentError,
     db_errors,
     translate_db_error,
 )
 from hub.journal import Entry, record
-from hub.settings import Settings
 from hub.store.bulk import insert_ignore
 from hub.store.db import Store
-from hub.store.deadletters import DeadLetters, NewDeadLetter
-from hub.store.engine import READ_ONLY, make_engine
-from hub.store.tables import certificate, certificate_file, dead_letter
+from hub.store.engine import READ_ONLY
+from hub.store.tables import certificate, certificate_file
 from hub.store.types import utcnow
 
 __all__ = [
@@ -77,9 +85,9 @@ __all__ = [
     "CertificateService",
     "Ensured",
     "NotAvailable",
+    "Tally",
     "blockers",
     "certificate_number",
-    "opened",
     "quality_hash",
 ]
 
@@ -87,104 +95,6 @@ log = logging.getLogger(__name__)
 
 #: The language of the stored primary PDF, whose SHA-256 is listed and verified.
 PRIMARY_LANGUAGE: Language = "en"
-#: Where blocked certificates show up in ``hub dead-letters list``.
-BLOCKED_QUEUE = "certificates:blocked"
-_BLOCKED_TYPE = "certificate.blocked"
-_TARGET = "certificates"
-
-
-class NotAvailable(PermanentError):
-    """The caller may have the batch's certificate, but it cannot be issued (yet): the lot
-    is not authorised, the LIMS has no such lot, or the data cannot be certified."""
-
-    code = "certificate_not_available"
-
-    def __init__(self, batch: str, reason: str) -> None:
-        super().__init__(f"certificate of batch {batch} not available: {reason}")
-        self.batch = batch
-        self.reason = reason
-
-
-class Blocked(NotAvailable):
-    """The LIMS data cannot be certified as it is (see :func:`blockers`)."""
-
-    code = "certificate_blocked"
-
-
-@dataclass(frozen=True)
-class CertificateInfo:
-    """One stored certificate version, without its PDF."""
-
-    id: int
-    number: str
-    batch_number: str
-    customer: str
-    version: int
-    issued_at: dt.datetime
-    sha256: str
-    verify_token: str
-    quality_hash: str
-    superseded_by: int | None
-    superseded_at: dt.datetime | None
-
-    @property
-    def label(self) -> str:
-        """The number with its version, as people quote it: ``COA-B2611-0001-C00042 v2``."""
-        return f"{self.number} v{self.version}"
-
-
-@dataclass(frozen=True)
-class Ensured:
-    """What :meth:`CertificateService.ensure` found or did."""
-
-    certificate: CertificateInfo
-    issued: bool = False
-    #: Why newer LIMS data could not be certified (the certificate returned is older).
-    held: str | None = None
-
-
-@dataclass
-class Tally:
-    """Counts of a bulk run, and the reasons of what could not be issued."""
-
-    issued: int = 0
-    current: int = 0
-    waiting: int = 0
-    blocked: int = 0
-    failed: int = 0
-    reasons: list[str] = field(default_factory=list)
-
-    def add(self, other: Tally) -> None:
-        self.issued += other.issued
-        self.current += other.current
-        self.waiting += other.waiting
-        self.blocked += other.blocked
-        self.failed += other.failed
-        self.reasons += other.reasons
-
-
-def certificate_number(batch: str, customer: str) -> str:
-    """The certificate number of a batch for a customer, the same for every version."""
-    return f"COA-{batch}-{customer}"
-
-
-def quality_hash(quality: BatchQuality) -> str:
-    """A digest of what the certificate says about the batch: everything but the CHANGED_ON
-    stamp, so touching a row without changing it issues no new version."""
-    payload = quality.model_dump_json(exclude={"changed_on"})
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
-def blockers(quality: BatchQuality, delivered: Sequence[Entitlement]) -> list[str]:
-    """Why this data cannot be certified for these deliveries: the hub's verdicts disagree
-    with the LIMS (:func:`certificates.verdict.disagreements`), or the ERP delivered the
-    batch as another item than the lot's product. Empty when it can be."""
-    reasons = list(disagreements(quality))
-    for item in sorted({e.product_code for e in delivered}):
-        if item != quality.product:
-            reasons.append(f"the ERP delivered batch {quality.batch_number} as item {item}, "
-                           f"but the LIMS lot is of product {quality.product}")
-    return reasons
 
 
 def _verdicts(data: CertificateData) -> dict[int, str]:
@@ -196,23 +106,6 @@ def render(data: CertificateData, lang: str) -> bytes:
     from certificates.render import render_pdf
 
     return render_pdf(data, lang, verdicts=_verdicts(data))
-
-
-_COLUMNS = (
-    certificate.c.id, certificate.c.number, certificate.c.batch_number, certificate.c.customer,
-    certificate.c.version, certificate.c.issued_at, certificate.c.sha256,
-    certificate.c.verify_token, certificate.c.quality_hash, certificate.c.superseded_by,
-    certificate.c.superseded_at,
-)
-
-
-def _info(row: Any) -> CertificateInfo:
-    return CertificateInfo(
-        id=int(row.id), number=row.number, batch_number=row.batch_number,
-        customer=row.customer, version=int(row.version), issued_at=row.issued_at,
-        sha256=row.sha256, verify_token=row.verify_token, quality_hash=row.quality_hash,
-        superseded_by=row.superseded_by, superseded_at=row.superseded_at,
-    )
 
 
 class CertificateService:
@@ -239,7 +132,7 @@ class CertificateService:
         latest; None when there is none."""
         if not plausible_batch(batch):
             return None
-        query = select(*_COLUMNS).where(certificate.c.batch_number == batch,
+        query = select(*INFO_COLUMNS).where(certificate.c.batch_number == batch,
                                         certificate.c.customer == customer)
         if version is not None:
             query = query.where(certificate.c.version == version)
@@ -248,28 +141,28 @@ class CertificateService:
             row = conn.execute(query).first()
         if row is None or row.batch_number != batch or row.customer != customer:
             return None
-        return _info(row)
+        return info_of(row)
 
     def versions(self, batch: str, customer: str | None = None) -> list[CertificateInfo]:
         """Every stored version of the batch's certificates (of one customer if named),
         by customer then version."""
         if not plausible_batch(batch):
             return []
-        query = select(*_COLUMNS).where(certificate.c.batch_number == batch)
+        query = select(*INFO_COLUMNS).where(certificate.c.batch_number == batch)
         if customer is not None:
             query = query.where(certificate.c.customer == customer)
         query = query.order_by(certificate.c.customer, certificate.c.version)
         with self._reading("list certificates") as conn:
             rows = conn.execute(query).all()
-        return [_info(row) for row in rows if row.batch_number == batch
+        return [info_of(row) for row in rows if row.batch_number == batch
                 and (customer is None or row.customer == customer)]
 
     def by_verify_token(self, token: str) -> CertificateInfo | None:
         """The certificate a verification link names; None for an unknown token."""
         with self._reading("verify a certificate") as conn:
-            row = conn.execute(select(*_COLUMNS).where(
+            row = conn.execute(select(*INFO_COLUMNS).where(
                 certificate.c.verify_token == token)).first()
-        return None if row is None or row.verify_token != token else _info(row)
+        return None if row is None or row.verify_token != token else info_of(row)
 
     def successor(self, info: CertificateInfo) -> CertificateInfo | None:
         """The version that superseded ``info``; None when it is current."""
@@ -387,7 +280,7 @@ class CertificateService:
                 return Ensured(latest, held=exc.reason)
             raise NotAvailable(batch, f"the lot is not authorised: {exc.reason}") from exc
         except MappingError as exc:
-            self._record_block(batch, f"lims:{exc}", [customer], [str(exc)])
+            record_block(self.store, batch, f"lims:{exc}", [customer], [str(exc)])
             if latest is not None:
                 return Ensured(latest, held=str(exc))
             raise Blocked(batch, str(exc)) from exc
@@ -420,7 +313,7 @@ class CertificateService:
             raise LookupError(f"batch {batch} was not delivered to customer {customer}")
         reasons = blockers(quality, delivered)
         if reasons:
-            self._record_block(batch, digest, [customer], reasons)
+            record_block(self.store, batch, digest, [customer], reasons)
             raise Blocked(batch, "; ".join(reasons))
         version = 1 if latest is None else latest.version + 1
         number = certificate_number(batch, customer)
@@ -428,7 +321,7 @@ class CertificateService:
         now = utcnow()
         data = CertificateData(
             quality=quality,
-            recipient=_recipient(customer, delivered),
+            recipient=recipient(customer, delivered),
             issue=Issue(
                 number=number, version=version, issued_at=now.replace(tzinfo=dt.UTC),
                 verify_url=f"{self.public_base}/verify/{token}",
@@ -456,12 +349,12 @@ class CertificateService:
                     ).values(superseded_by=version, superseded_at=now))
                 record(conn, [Entry(
                     event="certificate", type="certificate.issued", correlation_key=batch,
-                    source="hub", target=_TARGET, outcome="issued",
+                    source="hub", target=TARGET, outcome="issued",
                     detail={"number": number, "version": version, "customer": customer,
                             "sha256": sha,
                             "supersedes": None if latest is None else latest.version},
                 )])
-                self._resolve_blocks(conn, batch, f"{number} v{version}")
+                resolve_blocks(conn, batch, f"{number} v{version}")
         except sa_exc.IntegrityError as exc:
             winner = self.find(batch, customer)
             if winner is not None and winner.quality_hash == digest:
@@ -507,7 +400,7 @@ class CertificateService:
             tally.waiting += len(customers)
             return tally
         except MappingError as exc:
-            self._record_block(batch, f"lims:{exc}", customers, [str(exc)])
+            record_block(self.store, batch, f"lims:{exc}", customers, [str(exc)])
             tally.blocked += len(customers)
             tally.reasons.append(f"{batch}: {exc}")
             return tally
@@ -534,7 +427,7 @@ class CertificateService:
             return tally
         except PermanentError as exc:
             log.error("certificate of %s for %s failed: %s", batch, customer, exc)
-            self._record_block(batch, f"error:{exc}", [customer], [str(exc)],
+            record_block(self.store, batch, f"error:{exc}", [customer], [str(exc)],
                                code=exc.code)
             tally.failed += 1
             tally.reasons.append(f"{batch} for {customer}: {exc}")
@@ -560,107 +453,12 @@ class CertificateService:
             except NotReleased:
                 continue
             except MappingError as exc:
-                self._record_block(batch, f"lims:{exc}", [], [str(exc)])
+                record_block(self.store, batch, f"lims:{exc}", [], [str(exc)])
                 tally.reasons.append(f"{batch}: {exc}")
                 continue
             if quality is not None:
                 found[batch] = quality
         return found
-
-    # -- what could not be issued ----------------------------------------------------------
-
-    def _record_block(self, batch: str, digest: str, customers: Sequence[str],
-                      reasons: Sequence[str], *, code: str = Blocked.code) -> None:
-        """Record why a certificate cannot be issued, once per batch, data and reasons: a
-        dead letter operations see in ``hub dead-letters list`` and a journal entry."""
-        reason = "; ".join(reasons)
-        message_id = str(uuid.uuid5(
-            uuid.NAMESPACE_URL, f"certificate-blocked/{batch}/{digest}/{reason}"))
-        body = json.dumps({"batch": batch, "customers": list(customers),
-                           "reasons": list(reasons)}, ensure_ascii=False).encode("utf-8")
-        try:
-            with self.store.begin() as conn:
-                added = DeadLetters.add(conn, [NewDeadLetter(
-                    message_id=message_id, queue=BLOCKED_QUEUE,
-                    routing_key="hub.certificate.blocked", body=body, headers={},
-                    reason=f"certificate of batch {batch} not issued: {reason}",
-                    error_code=code, attempts=1, type=_BLOCKED_TYPE, correlation_key=batch,
-                )])
-                if added:
-                    record(conn, [Entry(
-                        event="certificate", message_id=message_id, type=_BLOCKED_TYPE,
-                        correlation_key=batch, source="hub", target=_TARGET,
-                        outcome="blocked", error=reason,
-                        detail={"customers": list(customers)},
-                    )])
-        except HubError as exc:
-            log.warning("could not record why batch %s has no certificate: %s", batch, exc)
-        else:
-            if added:
-                log.warning("certificate of batch %s blocked: %s", batch, reason)
-
-    @staticmethod
-    def _resolve_blocks(conn: Connection, batch: str, label: str) -> None:
-        """Blocks of ``batch`` recorded earlier are over once a certificate is issued."""
-        ids = conn.execute(select(dead_letter.c.id).where(
-            dead_letter.c.queue == BLOCKED_QUEUE, dead_letter.c.correlation_key == batch,
-            dead_letter.c.status == "dead")).scalars().all()
-        for letter_id in ids:
-            DeadLetters.resolve(conn, int(letter_id), status="discarded", by=_TARGET,
-                                note=f"certificate {label} issued")
-
-
-@contextmanager
-def opened(settings: Settings) -> Iterator[CertificateService]:
-    """A certificate service of its own (store and system engines) for a command or a worker
-    process, closed afterwards. Unconfigured systems get their embedded defaults, as
-    ``hub run`` gives them; the store is migrated."""
-    from hub.demo.reference import ensure_embedded
-
-    if not all(settings.system_configured(s) for s in ("crm", "erp", "lims")):
-        ensure_embedded(settings)
-    store = Store(settings.database, connect_timeout=settings.connect_timeout)
-    engines: dict[str, Engine] = {}
-    lock = threading.Lock()
-
-    def system(name: Literal["erp", "lims"]) -> Engine:
-        with lock:
-            if name not in engines:
-                url = settings.system_url(name)
-                parsed = make_url(url)
-                if (parsed.get_backend_name() == "sqlite" and settings.system_configured(name)
-                        and parsed.database not in (None, "", ":memory:")
-                        and not Path(parsed.database or "").exists()):
-                    raise DatabaseUnavailable(
-                        f"{name} database file {parsed.database} does not exist")
-                engines[name] = make_engine(url, connect_timeout=settings.connect_timeout)
-            return engines[name]
-
-    try:
-        store.migrate()
-        yield CertificateService(store, lims=lambda: system("lims"), erp=lambda: system("erp"),
-                                 public_base=settings.public_base)
-    finally:
-        for engine in engines.values():
-            engine.dispose()
-        store.dispose()
-
-
-def _recipient(customer: str, delivered: Sequence[Entitlement]) -> Recipient:
-    """The delivery the certificate names: the first one of the batch to the customer
-    (a certificate is per batch and customer; later deliveries share it)."""
-    first = min(delivered, key=lambda e: (e.delivery_date, e.delivery_doc_num))
-    same = [e for e in delivered if e.delivery_doc_entry == first.delivery_doc_entry]
-    return Recipient(
-        customer_code=customer,
-        customer_name=first.customer_name,
-        order_number=first.order_key,
-        delivery_number=str(first.delivery_doc_num),
-        delivery_date=first.delivery_date,
-        quantity=sum((e.quantity for e in same), Decimal(0)),
-        uom=first.uom,
-    )
-
 
 def _naive(moment: dt.datetime | None) -> dt.datetime | None:
     if moment is None or moment.tzinfo is None:
