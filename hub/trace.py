@@ -106,6 +106,7 @@ from hub.trace_reads import (
     erp_order_row,
     lims_lot,
     order_locals,
+    row_dict,
 )
 from hub.trace_view import (
     SYSTEMS,
@@ -116,12 +117,14 @@ from hub.trace_view import (
     Trace,
     conflict_event,
     conflict_info,
+    for_customer,
     journal_event,
     letter_event,
     letter_info,
     parse_detail,
     render,
     utc,
+    utc_values,
 )
 
 __all__ = [
@@ -214,11 +217,6 @@ def _missing_sqlite(url: str) -> bool:
 
 
 # -- gathering -------------------------------------------------------------------------------
-
-
-def _row_dict(row: Any, columns: Iterable[str]) -> dict[str, Any]:
-    mapping = row._mapping
-    return {name: mapping[name] for name in columns}
 
 
 def _dedupe(values: Iterable[str | None]) -> list[str]:
@@ -362,12 +360,12 @@ class _Tracer:
         if crm_row is not None:
             shipments = self._read("crm", "read shipments",
                                    lambda c: crm_shipments(c, crm_row.order_id)) or []
-            self.state["crm"] = {**_row_dict(crm_row, CRM_ORDER), "shipments": shipments}
+            self.state["crm"] = {**row_dict(crm_row, CRM_ORDER), "shipments": shipments}
         deliveries: list[dict[str, Any]] = []
         if erp_row is not None:
             deliveries = self._read("erp", "read deliveries",
                                     lambda c: erp_deliveries(c, erp_row.DocEntry)) or []
-            self.state["erp"] = {**_row_dict(erp_row, ERP_ORDER), "deliveries": deliveries}
+            self.state["erp"] = {**row_dict(erp_row, ERP_ORDER), "deliveries": deliveries}
         letter_keys = [*keys, doc_key(ref.erp_doc_entry)] if ref.erp_doc_entry else keys
         with self.store.begin() as hub:
             rows = self._journal(hub, keys)
@@ -389,11 +387,11 @@ class _Tracer:
             # What happened to the order's batches afterwards (certificates): not the
             # batch-keyed copies of the deliveries, which the order's own entries show.
             batch_rows = [r for r in self._journal(hub, batches) if r.event != "observed"
-                          and _for_customer(parse_detail(r.detail), customer)]
+                          and for_customer(parse_detail(r.detail), customer)]
             conflicts = conflicts_of(hub, keys, ref.canonical_id)
             letters = self._letters(hub, [*letter_keys, *batches])
             letters = [d for d in letters if d.correlation_key not in batches
-                       or _for_customer(parse_detail(d.body), customer)]
+                       or for_customer(parse_detail(d.body), customer)]
             if batches:
                 self.state["hub"] = {"certificates": [
                     c for c in certificates_of(hub, batches)
@@ -422,7 +420,7 @@ class _Tracer:
             message_ids = _dedupe(r.message_id for r in observed)
             rows = own + [r for r in self._journal(hub, (), message_ids)
                           if r.event != "observed"]
-            entitled = [_row_dict(r, ENTITLEMENT) for r in hub.execute(
+            entitled = [row_dict(r, ENTITLEMENT) for r in hub.execute(
                 select(entitlement).where(entitlement.c.batch_number == batch)
                 .order_by(entitlement.c.delivery_date, entitlement.c.delivery_doc_num)
                 .limit(500)) if r.batch_number == batch]
@@ -498,27 +496,4 @@ class _Tracer:
             orders=orders, batches=batches, events=events[-self.limit:],
             conflicts=[conflict_info(c) for c in conflicts],
             dead_letters=[letter_info(d) for d in letters if d.status == "dead"],
-            state=_utc_values(self.state), truncated=truncated, errors=self.errors)
-
-
-def _utc_values(value: Any) -> Any:
-    """``value`` with every naive datetime (the systems' UTC stamps) marked UTC."""
-    if isinstance(value, dict):
-        return {k: _utc_values(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_utc_values(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return utc(value)
-    return value
-
-
-def _for_customer(detail: Mapping[str, Any], customer: str | None) -> bool:
-    """False for a batch's event that names other customers only (a certificate of the
-    same batch issued for someone else)."""
-    if customer is None:
-        return True
-    named = [detail.get("customer"), *(detail.get("customers") or [])]
-    named = [str(c) for c in named if c]
-    return not named or customer in named
-
-
+            state=utc_values(self.state), truncated=truncated, errors=self.errors)

@@ -6,7 +6,7 @@ trailing blanks)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -30,6 +30,7 @@ __all__ = [
     "erp_order_row",
     "lims_lot",
     "order_locals",
+    "row_dict",
 ]
 
 #: ERP document types in IBT1.BaseType / DLN1.BaseType.
@@ -217,3 +218,8 @@ def lims_lot(conn: Connection, batch: str) -> dict[str, Any] | None:
         .where(name == batch)) if r._mapping["LOT_NAME"] == batch), None)
     return None if row is None else dict(row._mapping)
 
+
+def row_dict(row: Any, columns: Iterable[str]) -> dict[str, Any]:
+    """The ``columns`` of ``row``, by name."""
+    mapping = row._mapping
+    return {name: mapping[name] for name in columns}

@@ -21,6 +21,7 @@ __all__ = [
     "Trace",
     "conflict_event",
     "conflict_info",
+    "for_customer",
     "journal_event",
     "letter_event",
     "letter_info",
@@ -28,6 +29,7 @@ __all__ = [
     "parse_json",
     "render",
     "utc",
+    "utc_values",
 ]
 
 _QUEUE_PART = re.compile(r"([^.]+)\.p[0-9]+$")
@@ -372,3 +374,24 @@ def _render_state(state: Mapping[str, Any]) -> list[str]:
         lines.append(f"  hub   entitled: {e['customer']} (delivery {e['delivery_doc_num']}, "
                      f"order {e['order_key'] or '-'})")
     return lines
+
+
+def utc_values(value: Any) -> Any:
+    """``value`` with every naive datetime (the systems' UTC stamps) marked UTC."""
+    if isinstance(value, dict):
+        return {k: utc_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [utc_values(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return utc(value)
+    return value
+
+
+def for_customer(detail: Mapping[str, Any], customer: str | None) -> bool:
+    """False for a batch's event that names other customers only (a certificate of the
+    same batch issued for someone else)."""
+    if customer is None:
+        return True
+    named = [detail.get("customer"), *(detail.get("customers") or [])]
+    named = [str(c) for c in named if c]
+    return not named or customer in named
