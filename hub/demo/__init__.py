@@ -1,5 +1,6 @@
 """The demo: the three reference systems' schemas, their seed data, ``demo init``, and the
-people of ``demo simulate`` (:mod:`hub.demo.people`, :mod:`hub.demo.simulate`)."""
+people of ``demo simulate`` (:mod:`hub.demo.people`, :mod:`hub.demo.simulator`,
+:mod:`hub.demo.simulate`)."""
 
 from hub.demo.people import ErpUser, LabPerson, Line, SalesPerson
 from hub.demo.reference import (
