@@ -23,7 +23,7 @@ from hub.errors import HubError, Unroutable
 from hub.headers import H_KEY, H_OCCURRED, H_TYPE
 from hub.journal import published, record
 from hub.model.messages import Message, encode, routing_key
-from hub.store.bulk import insert_many
+from hub.store.bulk import insert_many, one_of
 from hub.store.db import Store
 from hub.store.tables import outbox
 from hub.store.types import utcnow
@@ -149,7 +149,7 @@ class OutboxRelay:
         sent = [r for r in rows if r.message_id not in failed]
         with self.store.begin() as conn:
             if sent:
-                conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in sent])))
+                conn.execute(delete(outbox).where(one_of(conn, outbox.c.id, [r.id for r in sent])))
                 # Stamped when the relay took the batch: a consumer may record "applied"
                 # before the bus has confirmed the publish, and a trace reads in time order.
                 record(conn, [published(r.message_id, r.type, r.correlation_key,

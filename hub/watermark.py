@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Column, Connection, Select, and_, delete, or_, select, update
 
-from hub.store.bulk import insert_ignore
+from hub.store.bulk import insert_ignore, one_of
 from hub.store.tables import watermark, watermark_seen
 from hub.store.types import utcnow
 
@@ -276,7 +276,7 @@ class Watermark:
             select(watermark_seen.c.row_key, watermark_seen.c.row_version,
                    watermark_seen.c.changed_at).where(
                 watermark_seen.c.source == self.source,
-                watermark_seen.c.row_key.in_(keys)))
+                one_of(conn, watermark_seen.c.row_key, keys)))
             if first <= r.changed_at <= last}
 
     def commit(self, conn: Connection, changes: Sequence[Change[T]]) -> None:

@@ -34,7 +34,7 @@ from connectors.crm.support import (
 from hub.errors import InvalidMessage, MappingError, UnknownReference
 from hub.mapping import SystemMapping, load_mapping
 from hub.model.records import Order, OrderLine
-from hub.store.bulk import update_many
+from hub.store.bulk import one_of, update_many
 from hub.store.types import utcnow
 from hub.watermark import Change, window
 
@@ -142,11 +142,11 @@ class CrmOrders:
                    ) -> tuple[dict[str, RowMapping], dict[str, list[RowMapping]]]:
         with db_errors("read changed CRM orders"):
             headers = {h["order_id"]: h for h in conn.execute(
-                self._headers().where(crm_order.c.order_id.in_(ids))).mappings()}
+                self._headers().where(one_of(conn, crm_order.c.order_id, ids))).mappings()}
             lines: dict[str, list[RowMapping]] = defaultdict(list)
             if headers:
                 for line in conn.execute(
-                    select(crm_order_line).where(crm_order_line.c.order_id.in_(list(headers)))
+                    select(crm_order_line).where(one_of(conn, crm_order_line.c.order_id, headers))
                     .order_by(crm_order_line.c.order_id, crm_order_line.c.line_no)
                 ).mappings():
                     lines[line["order_id"]].append(line)
@@ -270,7 +270,7 @@ class CrmOrders:
                     "modified_at": now})
             versions = {r.order_id: int(r.version) for r in conn.execute(
                 select(crm_order.c.order_id, crm_order.c.version)
-                .where(crm_order.c.order_id.in_(ids)))}
+                .where(one_of(conn, crm_order.c.order_id, ids)))}
         missing = [order_id for order_id in ids if order_id not in versions]
         if missing:
             raise UnknownReference(f"the CRM has no order {missing[0]}")

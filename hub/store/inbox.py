@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 
 from sqlalchemy import Connection, delete, select
 
-from hub.store.bulk import insert_ignore
+from hub.store.bulk import insert_ignore, one_of
 from hub.store.tables import inbox
 from hub.store.types import utcnow
 
@@ -27,7 +27,7 @@ class Inbox:
             r.message_id
             for r in conn.execute(
                 select(inbox.c.message_id).where(
-                    inbox.c.consumer == consumer, inbox.c.message_id.in_(wanted)
+                    inbox.c.consumer == consumer, one_of(conn, inbox.c.message_id, wanted)
                 )
             )
         }
@@ -45,7 +45,7 @@ class Inbox:
         for start in range(0, len(unique), 500):
             found.update(conn.scalars(select(inbox.c.message_id).where(
                 inbox.c.consumer == consumer,
-                inbox.c.message_id.in_(unique[start:start + 500]))))
+                one_of(conn, inbox.c.message_id, unique[start:start + 500]))))
         return found
 
     @staticmethod

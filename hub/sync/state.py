@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, select, update
 
 from hub.model.records import OrderLine
-from hub.store.bulk import insert_ignore, update_many
+from hub.store.bulk import insert_ignore, one_of, update_many
 from hub.store.tables import sync_state
 from hub.store.types import utcnow
 
@@ -146,7 +146,7 @@ class SyncState:
             raw.update((r.canonical_id, r.state) for r in conn.execute(
                 select(sync_state.c.canonical_id, sync_state.c.state).where(
                     sync_state.c.kind == kind,
-                    sync_state.c.canonical_id.in_(ids[start:start + 500]))))
+                    one_of(conn, sync_state.c.canonical_id, ids[start:start + 500]))))
         out: dict[str, SyncState] = {}
         for cid in ids:
             if cid not in raw:
@@ -170,7 +170,7 @@ class SyncState:
             for row in conn.execute(
                     select(sync_state.c.canonical_id, sync_state.c.versions).where(
                         sync_state.c.kind == kind,
-                        sync_state.c.canonical_id.in_(ids[start:start + 500]))):
+                        one_of(conn, sync_state.c.canonical_id, ids[start:start + 500]))):
                 data: dict[str, Any] = json.loads(row.versions or "{}")
                 whole = data.pop(_WHOLE, None)
                 if whole is None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, delete, select, union_all
 
-from hub.store.bulk import insert_ignore
+from hub.store.bulk import insert_ignore, one_of
 from hub.store.tables import id_xref
 from hub.store.types import utcnow
 
@@ -101,8 +101,8 @@ class Xref:
                 bound = select(id_xref.c.id, id_xref.c.canonical_id, id_xref.c.local_key).where(
                     id_xref.c.kind == kind, id_xref.c.system == system)
                 stale.update(r.id for r in conn.execute(union_all(
-                    bound.where(id_xref.c.local_key.in_(chunk)),
-                    bound.where(id_xref.c.canonical_id.in_(cids))))
+                    bound.where(one_of(conn, id_xref.c.local_key, chunk)),
+                    bound.where(one_of(conn, id_xref.c.canonical_id, cids))))
                     if wanted.get(r.local_key) != r.canonical_id
                     or owned.get(r.canonical_id) != r.local_key)
         if stale:
@@ -143,5 +143,5 @@ def _pairs(conn: Connection, kind: str, system: str, by: Column[str], to: Column
     for start in range(0, len(wanted), 500):
         found.update((str(r[0]), str(r[1])) for r in conn.execute(
             select(by, to).where(id_xref.c.kind == kind, id_xref.c.system == system,
-                                 by.in_(wanted[start:start + 500]))))
+                                 one_of(conn, by, wanted[start:start + 500]))))
     return found

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from hub.store import Store, utcnow
-from hub.store.bulk import insert_ignore, insert_many, update_many
+from hub.store.bulk import insert_ignore, insert_many, one_of, update_many
 from hub.store.tables import component, id_xref, journal, outbox, sync_state
 
 
@@ -136,3 +136,39 @@ def test_any_text_and_values_json_cannot_carry_arrive_unchanged(store: Store) ->
     assert got["c"].detail == "x"
     if store.dialect == "postgresql":  # SQLite keeps NaN as NULL
         assert got["c"].duration_ms != got["c"].duration_ms
+
+
+def test_one_of_matches_the_values_given_with_the_same_statement_for_any_number(
+        store: Store) -> None:
+    """Found by profiling a drain: an IN list is new statement text for every length, which
+    psycopg parsed again at every call. On PostgreSQL the values go as one array."""
+    with store.begin() as conn:
+        insert_many(conn, id_xref, xrefs(700))
+    statements: set[str] = set()
+
+    def keep(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if "FROM id_xref" in statement:
+            statements.add(statement)
+
+    event.listen(store.engine, "before_cursor_execute", keep)
+    try:
+        with store.begin() as conn:
+            def found(keys: list[str]) -> set[str]:
+                return set(conn.scalars(select(id_xref.c.canonical_id).where(
+                    id_xref.c.system == "erp", one_of(conn, id_xref.c.local_key, keys))))
+
+            assert found(["3/1", "699/1", "nope"]) == {"c3", "c699"}
+            assert found([f"{i}/1" for i in range(0, 700, 2)]) == {
+                f"c{i}" for i in range(0, 700, 2)}
+            assert found([]) == set()
+            ids = list(conn.scalars(select(id_xref.c.id).where(
+                one_of(conn, id_xref.c.canonical_id, ["c1", "c2"]))))
+            assert len(set(conn.scalars(select(id_xref.c.id).where(
+                one_of(conn, id_xref.c.id, ids))))) == 2  # an integer column too
+    finally:
+        event.remove(store.engine, "before_cursor_execute", keep)
+    if store.dialect == "postgresql":
+        # One text per query, whatever the number of values: by key (3 lengths), by
+        # canonical id, by id.
+        assert len(statements) == 3, statements
+        assert all("ANY (" in s for s in statements)

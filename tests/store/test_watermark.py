@@ -265,6 +265,17 @@ def test_a_page_with_more_unseen_rows_than_room_leaves_none_behind(store: Store)
     assert len(taken) == len(set(taken))
 
 
+def _seen_set_keys(statement: str, parameters: Any) -> int | None:
+    """How many keys a statement looks up in the seen-set; None for another statement. A
+    placeholder per key and one for the source (SQLite), or one array of keys (PostgreSQL)."""
+    if "FROM watermark_seen" not in statement or not (" IN (" in statement
+                                                       or "ANY (" in statement):
+        return None
+    arrays = [v for v in parameters.values() if isinstance(v, list)] \
+        if isinstance(parameters, dict) else []
+    return len(arrays[0]) if arrays else len(parameters) - 1
+
+
 def test_a_backlog_beyond_the_position_is_not_looked_up_in_the_seen_set(store: Store) -> None:
     """Found by profiling a 20,000-order drain: looking each page up in the seen-set was a
     tenth of the daemon's time, for changes stamped after anything ever taken."""
@@ -274,8 +285,8 @@ def test_a_backlog_beyond_the_position_is_not_looked_up_in_the_seen_set(store: S
     reads: list[int] = []  # keys looked up, per read of the seen-set
 
     def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if " IN (" in statement and "FROM watermark_seen" in statement:
-            reads.append(len(parameters) - 1)  # all but the source
+        if (keys := _seen_set_keys(statement, parameters)) is not None:
+            reads.append(keys)
 
     event.listen(store.engine, "before_cursor_execute", count)
     try:
@@ -302,8 +313,8 @@ def test_what_a_poller_saw_committed_is_not_read_back_from_the_store(store: Stor
     reads: list[int] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if " IN (" in statement and "FROM watermark_seen" in statement:
-            reads.append(len(parameters) - 1)
+        if (keys := _seen_set_keys(statement, parameters)) is not None:
+            reads.append(keys)
 
     def confirmed_take() -> list[tuple[str, int]]:
         taken = take(store, wm)
