@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Executable,
+    Float,
     Insert,
     Table,
     Text,
@@ -66,7 +68,7 @@ def insert_many(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]
     """Insert ``rows`` (each with the same columns), in that order (their ids too)."""
     if not rows:
         return
-    document = _document(conn, rows)
+    document = _document(conn, table, rows)
     if document is not None:
         conn.execute(_json_insert(table, tuple(rows[0]), ignore=False), {"rows": document})
         return
@@ -83,7 +85,7 @@ def insert_ignore(
     stmt: Insert
     name = conn.dialect.name
     if name == "postgresql":
-        document = _document(conn, rows)
+        document = _document(conn, table, rows)
         if document is not None:
             return int(conn.execute(_json_insert(table, tuple(rows[0]), ignore=True),
                                     {"rows": document}).rowcount or 0)
@@ -108,7 +110,7 @@ def update_many(conn: Connection, table: Table, keys: Sequence[str],
     if not rows:
         return
     values = [c for c in rows[0] if c not in keys]
-    document = _document(conn, rows)
+    document = _document(conn, table, rows)
     stmt = update(table)
     if document is not None:
         given = _rows_of(table, tuple(rows[0]))
@@ -123,15 +125,28 @@ def update_many(conn: Connection, table: Table, keys: Sequence[str],
         for row in rows])
 
 
-def _document(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> str | None:
+def _document(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+              ) -> str | None:
     """``rows`` as one JSON document for PostgreSQL; None for one row (a plain statement
-    costs less), another dialect, or values JSON cannot carry (bytes, NaN)."""
+    costs less), another dialect, or values JSON cannot carry (bytes, NaN).
+
+    Written by orjson (json took five times as long, 3% of the daemon in a drain), which
+    writes NaN as null: those go as the driver's executemany, as before."""
     if conn.dialect.name != "postgresql" or len(rows) < 2:
         return None
-    try:
-        return json.dumps(rows, default=_plain, allow_nan=False, ensure_ascii=False)
-    except (TypeError, ValueError):
+    floats = _float_columns(table)
+    if floats and any(isinstance(value, float) and not math.isfinite(value)
+                      for row in rows for name in floats if (value := row.get(name)) is not None):
         return None
+    try:
+        return orjson.dumps(rows, default=_plain).decode()
+    except TypeError:  # orjson.JSONEncodeError is one
+        return None
+
+
+@functools.cache
+def _float_columns(table: Table) -> tuple[str, ...]:
+    return tuple(c.name for c in table.c if isinstance(c.type, Float))
 
 
 def _plain(value: object) -> str:

