@@ -7,8 +7,9 @@ status, or why it could not be synced).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -183,7 +184,8 @@ class ErpApplier(Applier):
             numbered = orders.insert(conn, [new for _, new in ready])
             changed.update({index: (entry, []) for (index, _), (entry, _) in
                             zip(ready, numbered, strict=True)})
-            back = self._read_back(conn, dict(changed.values()))
+            back = self._read_back(conn, dict(changed.values()),
+                                   new={entry for entry, _ in numbered})
             written.update({index: back[doc] for index, (doc, _) in changed.items()})
             with store.begin() as hub:
                 self._remember(hub, [(plans[index], result) for index, result in written.items()])
@@ -347,12 +349,17 @@ class ErpApplier(Applier):
         return self._read_back(conn, {doc: conflicts})[doc]
 
     @staticmethod
-    def _read_back(conn: Connection, changed: Mapping[int, list[Any]]) -> dict[int, Written]:
+    def _read_back(conn: Connection, changed: Mapping[int, list[Any]], *,
+                   new: Set[int] = frozenset()) -> dict[int, Written]:
         """The orders ``changed`` (DocEntry -> conflicts) as now in the ERP, with versions:
-        five queries for the lot."""
+        five queries for the lot, two when all are ``new`` (created in this transaction:
+        nothing delivered or invoiced them, and their version is their UpdateDate)."""
         entries = list(changed)
-        after = read_orders(conn, ErpOrders().mapping, entries)
-        versions = order_versions(conn, entries)
+        stamps: dict[int, dt.datetime] = {}
+        after = read_orders(conn, ErpOrders().mapping, entries, stamps=stamps, new=new)
+        old = [entry for entry in entries if entry not in new]
+        versions = {**{entry: stamps[entry] for entry in new if entry in stamps},
+                    **(order_versions(conn, old) if old else {})}
         missing = [entry for entry in entries if entry not in after]
         if missing:
             raise DependencyMissing(f"ERP order(s) {missing} not readable after writing")

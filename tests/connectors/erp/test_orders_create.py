@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, event, func, select
 
 from connectors.erp import ErpOrders
+from connectors.erp.order_reads import order_versions, read_orders
 from connectors.erp.schema import ocrd, ordr, rdr1
 from hub.errors import InvalidMessage, MappingError, UnknownReference
 from hub.store.types import utcnow
@@ -195,3 +196,30 @@ def test_inserting_no_orders_writes_nothing(erp: Engine) -> None:
     assert _order_count(erp) == before
     with erp.connect() as conn:
         assert conn.execute(select(func.count()).select_from(rdr1)).scalar_one() == 0
+
+
+def test_orders_created_in_the_transaction_read_back_in_two_statements_the_same(
+        erp: Engine) -> None:
+    """Found by profiling a drain: the ERP applier read each order it had just created with
+    the queries for deliveries, invoices and their stamps, which cannot exist yet."""
+    orders = ErpOrders()
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        if args[2].lstrip().upper().startswith("SELECT"):
+            statements.append(args[2])
+
+    with erp.begin() as conn:
+        created = [entry for entry, _ in orders.insert(conn, [
+            orders.prepare(order(line(1), line(2), crm_id=f"new-{n}"), confirmed=True)
+            for n in range(3)])]
+        event.listen(erp, "before_cursor_execute", count)
+        try:
+            stamps: dict[int, dt.datetime] = {}
+            quick = read_orders(conn, orders.mapping, created, stamps=stamps, new=set(created))
+        finally:
+            event.remove(erp, "before_cursor_execute", count)
+        assert len(statements) == 2, statements
+        full = read_orders(conn, orders.mapping, created)
+        assert quick == full and len(quick) == 3
+        assert stamps == order_versions(conn, created)
