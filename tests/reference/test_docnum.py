@@ -275,3 +275,62 @@ def test_concurrent_writers_queue_instead_of_clashing(
     assert len({e for e, _ in taken}) == len(taken)
     # Two reads of max each (before queueing, and at its turn): nobody had to retry.
     assert len(reads) == 2 * len(taken)
+
+
+def test_documents_inserted_unnumbered_are_numbered_in_order_and_unseen_before(
+    databases: Databases,
+) -> None:
+    url = _erp_on(databases)
+    with engine_for(url) as engine:
+        with engine.begin() as conn:
+            erp.insert_with_doc_num(conn, erp.ordr, _order("opening"))
+        with engine.begin() as conn:
+            unnumbered = erp.insert_unnumbered(conn, erp.ordr, [_order(n) for n in "abc"])
+            provisional = [num for _, num in unnumbered]
+            assert all(num < 0 for num in provisional)
+            assert provisional == list(range(provisional[0], provisional[0] - 3, -1))
+            if databases.kind != "sqlite":  # (where a second connection could look)
+                assert _doc_nums(url) == {"opening": 1}  # nobody else sees them meanwhile
+            assert erp.next_doc_num(conn, erp.ordr) == 2  # not even max + 1 here
+            numbered = erp.number_documents(conn, erp.ordr, unnumbered)
+        with engine.begin() as conn:  # the whole path in one call, for the next batch
+            more = erp.insert_many_with_doc_nums(conn, erp.ordr, [_order(n) for n in "de"])
+    assert [entry for entry, _ in numbered] == [entry for entry, _ in unnumbered]
+    assert [num for _, num in numbered] == [2, 3, 4] and [num for _, num in more] == [5, 6]
+    assert _doc_nums(url) == {"opening": 1, "a": 2, "b": 3, "c": 4, "d": 5, "e": 6}
+    with pytest.raises(ValueError, match="insert_unnumbered"):
+        erp.number_documents(None, erp.ordr, [(1, -5), (2, -7)])  # type: ignore[arg-type]
+
+
+def test_numbering_that_clashes_with_a_writer_that_does_not_queue_goes_one_by_one(
+    server_databases: Databases,
+) -> None:
+    url = _erp_on(server_databases)
+    with engine_for(url) as engine:
+        with engine.begin() as conn:
+            erp.insert_with_doc_num(conn, erp.ordr, _order("first"))
+
+        def batch_writer() -> list[tuple[int, int]]:
+            with engine.begin() as conn:
+                conn.execute(erp.oitm.insert().values(ItemCode="NEW-1", ItemName="same txn"))
+                unnumbered = erp.insert_unnumbered(conn, erp.ordr, [_order(n) for n in "abc"])
+                return erp.number_documents(conn, erp.ordr, unnumbered)
+
+        with engine.connect() as plain:  # a plain max + 2 writer, still uncommitted
+            plain.begin()
+            plain.execute(erp.ordr.insert().values(DocNum=3, **_order("plain")))
+            thread, outcome = _in_thread(batch_writer)
+            time.sleep(0.5)  # the batch, numbered 2-4, now waits for the uncommitted 3
+            assert thread.is_alive()
+            plain.commit()
+        thread.join(timeout=30)
+        with engine.connect() as conn:
+            kept = conn.execute(select(erp.oitm.c.ItemName)
+                                .where(erp.oitm.c.ItemCode == "NEW-1")).scalar_one()
+    assert not isinstance(outcome[0], BaseException), outcome
+    nums = [num for _, num in outcome[0]]
+    # One by one from max + 1 as each writer sees it: 2, 4, 5 under InnoDB's snapshot; 4, 5,
+    # 6 on PostgreSQL, which sees the plain writer's 3 (2 is then skipped, as a clash does).
+    assert nums == sorted(nums) and len(set(nums)) == 3 and 3 not in nums and nums[0] >= 2
+    assert _doc_nums(url) == {"first": 1, "plain": 3, **dict(zip("abc", nums, strict=True))}
+    assert kept == "same txn"  # the clash was undone to a savepoint, not the transaction
