@@ -316,8 +316,11 @@ def number_documents(
     first = claim_doc_num(conn, table, next_doc_num(conn, table))
     savepoint = conn.begin_nested()
     try:
-        # Provisional -(k + i) becomes first + i: first + top - DocNum, top being -k.
-        conn.execute(update(table).where(table.c.DocNum.between(bottom, top))
+        # Provisional -(k + i) becomes first + i: first + top - DocNum, top being -k. The rows
+        # are picked by key, not by their range of DocNums: InnoDB locks the record past the
+        # end of a range it scans, which can be another batch's provisional one; that batch
+        # waits for the series, which this one holds, and the two deadlock.
+        conn.execute(update(table).where(table.c.DocEntry.in_([e for e, _ in unnumbered]))
                      .values(DocNum=literal(first + top) - table.c.DocNum))
     except IntegrityError as exc:
         savepoint.rollback()

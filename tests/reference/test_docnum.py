@@ -334,3 +334,38 @@ def test_numbering_that_clashes_with_a_writer_that_does_not_queue_goes_one_by_on
     assert nums == sorted(nums) and len(set(nums)) == 3 and 3 not in nums and nums[0] >= 2
     assert _doc_nums(url) == {"first": 1, "plain": 3, **dict(zip("abc", nums, strict=True))}
     assert kept == "same txn"  # the clash was undone to a savepoint, not the transaction
+
+
+def test_batches_with_neighbouring_provisional_numbers_do_not_deadlock(
+    server_databases: Databases, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One batch numbers its documents while the next, whose provisional numbers lie just
+    past its own, waits for the series: InnoDB's range scan would lock that neighbour."""
+    url = _erp_on(server_databases)
+    starts = iter([100, 10])  # provisional -101..-103, then -11..-12
+    monkeypatch.setattr(erp.secrets, "randbelow", lambda _: next(starts))
+    with engine_for(url) as engine:
+        with engine.begin() as conn:
+            erp.insert_with_doc_num(conn, erp.ordr, _order("opening"))
+        with engine.connect() as first, engine.connect() as second:
+            first.begin()
+            mine = erp.insert_unnumbered(first, erp.ordr, [_order(n) for n in "abc"])
+            second.begin()
+            theirs = erp.insert_unnumbered(second, erp.ordr, [_order(n) for n in "de"])
+            assert [n for _, n in mine + theirs] == [-101, -102, -103, -11, -12]
+
+            def number(conn, unnumbered):
+                def run():
+                    numbered = erp.number_documents(conn, erp.ordr, unnumbered)
+                    conn.commit()
+                    return numbered
+                return run
+
+            one, one_outcome = _in_thread(number(first, mine))
+            time.sleep(0.5)  # numbering; with a range scan, waiting for -12
+            two, two_outcome = _in_thread(number(second, theirs))  # waits for the series
+            one.join(timeout=30)
+            two.join(timeout=30)
+    assert not isinstance(one_outcome[0], BaseException), one_outcome
+    assert not isinstance(two_outcome[0], BaseException), two_outcome
+    assert _doc_nums(url) == {"opening": 1, "a": 2, "b": 3, "c": 4, "d": 5, "e": 6}
