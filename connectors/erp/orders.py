@@ -37,15 +37,7 @@ from connectors.erp.order_reads import (
     deliveries_of,
     read_orders,
 )
-from connectors.erp.schema import (
-    dln1,
-    insert_unnumbered,
-    number_documents,
-    ocrd,
-    oitm,
-    ordr,
-    rdr1,
-)
+from connectors.erp.schema import dln1, insert_many_with_doc_nums, ocrd, oitm, ordr, rdr1
 from hub.errors import ForbiddenTransition, InvalidMessage, MappingError, UnknownReference
 from hub.mapping import EntityMapping, SystemMapping, load_mapping
 from hub.model.records import Order, OrderLine
@@ -201,33 +193,17 @@ class ErpOrders:
         return NewOrder(label, header, lines)
 
     def insert(self, conn: Connection, new: Sequence[NewOrder]) -> list[tuple[int, int]]:
-        """Insert prepared orders (customers and items already checked) and number them;
-        returns ``(DocEntry, DocNum)`` of each. The series stays locked until the caller
-        commits, so do everything else first: :meth:`insert_unnumbered`, then the rest of
-        the transaction's work, then :meth:`number`, keeps the lock shortest."""
-        return self.number(conn, self.insert_unnumbered(conn, new))
-
-    def insert_unnumbered(self, conn: Connection, new: Sequence[NewOrder]
-                          ) -> list[tuple[int, int]]:
-        """Insert prepared orders, headers and lines, under provisional DocNums, without
-        waiting for other writers; returns ``(DocEntry, provisional DocNum)`` of each, to be
-        given to :meth:`number` before the transaction commits."""
-        if not new:
+        """Insert prepared orders (customers and items already checked), numbered in one
+        go; returns ``(DocEntry, DocNum)`` of each. The series stays locked until the caller
+        commits, so do everything else first."""
+        if not new:  # an INSERT of no rows would be one row of defaults
             return []
         with db_errors(f"ERP: create {len(new)} order(s)"):
-            unnumbered = insert_unnumbered(conn, ordr, [n.header for n in new])
+            numbered = insert_many_with_doc_nums(conn, ordr, [n.header for n in new])
             conn.execute(insert(rdr1), [{**columns, "DocEntry": entry}
-                                        for n, (entry, _) in zip(new, unnumbered, strict=True)
+                                        for n, (entry, _) in zip(new, numbered, strict=True)
                                         for columns in n.lines])
-        return unnumbered
-
-    @staticmethod
-    def number(conn: Connection, unnumbered: Sequence[tuple[int, int]]
-               ) -> list[tuple[int, int]]:
-        """Give orders inserted by :meth:`insert_unnumbered` the next DocNums of the series
-        (locked from here until the caller commits); returns ``(DocEntry, DocNum)``."""
-        with db_errors(f"ERP: number {len(unnumbered)} order(s)"):
-            return number_documents(conn, ordr, unnumbered)
+        return numbered
 
     def find_many_by_crm_id(self, conn: Connection, crm_ids: Sequence[str]) -> dict[str, int]:
         """CRM order id -> DocEntry of the orders that carry one of ``crm_ids``."""

@@ -5,10 +5,7 @@ Document headers (``ORDR`` orders, ``ODLN`` deliveries, ``OINV`` invoices) have 
 writer takes as max + 1 of the series. :func:`insert_with_doc_num` queues writers behind the
 series' last document, and when a writer that does not queue takes the number first, the
 unique constraint catches it and the next number is tried inside a savepoint, so the
-writer's transaction survives the clash. A writer of many documents inserts them (and their
-lines) under provisional numbers first and queues only to number them
-(:func:`insert_unnumbered`, :func:`number_documents`): the series, which every writer
-waits for, is then locked for one statement and the commit, not for all the rows.
+writer's transaction survives the clash.
 
 Foreign keys are the ones the contract names (order customer, line items, line → header);
 cross-document links (``BaseEntry``) stay unconstrained, as in the product.
@@ -16,8 +13,7 @@ cross-document links (``BaseEntry``) stay unconstrained, as in the product.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import Any
 
@@ -35,9 +31,7 @@ from sqlalchemy import (
     Table,
     func,
     insert,
-    literal,
     select,
-    update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -205,9 +199,6 @@ inv1 = Table(
 #: The headers numbered by a DocNum series.
 DOCUMENT_TABLES: tuple[Table, ...] = (ordr, odln, oinv)
 
-#: Provisional DocNums (see :func:`insert_unnumbered`) are drawn from -1 down to -2**31 + 1.
-_PROVISIONAL = 2**31 - 1
-
 
 def next_doc_num(conn: Connection, table: Table) -> int:
     """The next number of ``table``'s series as this transaction sees it: max(DocNum) + 1."""
@@ -238,8 +229,7 @@ def claim_doc_num(conn: Connection, table: Table, start: int) -> int:
     # FOR NO KEY UPDATE on PostgreSQL: order lines may still reference the locked row.
     locked = select(table.c.DocEntry).with_for_update(key_share=True)
     # The first number read apart: MariaDB would lock every row a subquery's scan touched.
-    # Not this transaction's own provisional numbers (see insert_unnumbered).
-    first = conn.execute(select(func.min(table.c.DocNum)).where(table.c.DocNum > 0)).scalar()
+    first = conn.execute(select(func.min(table.c.DocNum))).scalar()
     conn.execute(locked.where(table.c.DocNum == first)).first()
     number = max(start, next_doc_num(conn, table))
     while conn.execute(locked.where(table.c.DocNum == number)).first() is not None:
@@ -253,117 +243,27 @@ def insert_with_doc_num(
     """Insert one document header numbered max + 1; returns ``(DocEntry, DocNum)``.
 
     Writers using this function queue behind each other (see :func:`claim_doc_num`; the lock
-    on the series is held until the caller commits, so keep the transaction short). A writer
-    that does not queue can still take the number first: the unique constraint catches that,
-    the insert is undone to a savepoint and the next number is tried, so the caller's
-    transaction (lines included) carries on. Any ``DocNum`` in ``values`` is replaced.
+    on the series' last document is held until the caller commits, so keep the transaction
+    short). A writer that does not queue can still take the number first: the unique
+    constraint catches that, the insert is undone to a savepoint and the next number is
+    tried, so the caller's transaction (lines included) carries on. Any ``DocNum`` in
+    ``values`` is replaced.
 
     Raises ValueError when ``table`` is not a numbered document or ``attempts`` < 1;
     DatabaseUnavailable when every attempt clashed (heavy contention: retry later). Other
     SQLAlchemy errors (an unknown customer, a deadlock, a lost connection) propagate
     unchanged for the caller to translate.
     """
-    _check_series(table)
-
-    def write(doc_num: int) -> int:
-        key = conn.execute(insert(table).values({**values, "DocNum": doc_num})
-                           ).inserted_primary_key
-        if key is None or key[0] is None:  # pragma: no cover - every supported dialect reports it
-            raise RuntimeError(f"{table.name}: the database did not report the new DocEntry")
-        return int(key[0])
-
-    return _numbered(conn, table, write, attempts)
-
-
-def insert_unnumbered(
-    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[int, int]]:
-    """Insert document headers under provisional DocNums, in one statement, without queueing
-    on the series; returns their ``(DocEntry, provisional DocNum)`` in order. The caller
-    writes what hangs off them (lines), then numbers them with :func:`number_documents`
-    before committing, so the series stays locked only for that.
-
-    Provisional numbers are negative and consecutive, from a random start: max + 1 never
-    reaches them, and nobody else sees them (they are never committed). Two writers that
-    drew overlapping ranges are told apart by the unique constraint: the second waits for
-    the first to renumber and commit, as for any number. Errors as :func:`insert_with_doc_num`.
-    """
-    _check_series(table)
-    if not rows:  # an INSERT of no rows would be one row of defaults
-        return []
-    first = -1 - secrets.randbelow(_PROVISIONAL - len(rows))
-    provisional = list(range(first, first - len(rows), -1))
-    conn.execute(insert(table), [{**row, "DocNum": n} for row, n in zip(rows, provisional,
-                                                                      strict=True)])
-    entries = dict(conn.execute(select(table.c.DocNum, table.c.DocEntry).where(
-        table.c.DocNum.between(provisional[-1], provisional[0]))).all())
-    return [(int(entries[n]), n) for n in provisional]
-
-
-def number_documents(
-    conn: Connection, table: Table, unnumbered: Sequence[tuple[int, int]]
-) -> list[tuple[int, int]]:
-    """Give documents inserted by :func:`insert_unnumbered` the next numbers of their series,
-    one after another in their order, in one statement after queueing behind the series'
-    last writer (see :func:`claim_doc_num`); returns their ``(DocEntry, DocNum)``. When
-    another writer took one of the numbers first, numbers them one by one as
-    :func:`insert_with_doc_num` does. Errors as that function's."""
-    if not unnumbered:
-        return []
-    top, bottom = unnumbered[0][1], unnumbered[-1][1]
-    if top - bottom != len(unnumbered) - 1:
-        raise ValueError("documents to number must come as insert_unnumbered returned them")
-    first = claim_doc_num(conn, table, next_doc_num(conn, table))
-    savepoint = conn.begin_nested()
-    try:
-        # Provisional -(k + i) becomes first + i: first + top - DocNum, top being -k. The rows
-        # are picked by key, not by their range of DocNums: InnoDB locks the record past the
-        # end of a range it scans, which can be another batch's provisional one; that batch
-        # waits for the series, which this one holds, and the two deadlock.
-        conn.execute(update(table).where(table.c.DocEntry.in_([e for e, _ in unnumbered]))
-                     .values(DocNum=literal(first + top) - table.c.DocNum))
-    except IntegrityError as exc:
-        savepoint.rollback()
-        if not _is_doc_num_clash(exc):
-            raise
-        return [(entry, _number_one(conn, table, entry)) for entry, _ in unnumbered]
-    except BaseException:
-        with suppress(SQLAlchemyError):
-            savepoint.rollback()
-        raise
-    savepoint.commit()
-    return [(entry, first + i) for i, (entry, _) in enumerate(unnumbered)]
-
-
-def insert_many_with_doc_nums(
-    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[int, int]]:
-    """Insert document headers numbered one after another; returns their ``(DocEntry,
-    DocNum)`` in order (:func:`insert_unnumbered`, then :func:`number_documents`)."""
-    return number_documents(conn, table, insert_unnumbered(conn, table, rows))
-
-
-def _number_one(conn: Connection, table: Table, entry: int) -> int:
-    def write(doc_num: int) -> int:
-        conn.execute(update(table).where(table.c.DocEntry == entry).values(DocNum=doc_num))
-        return entry
-
-    return _numbered(conn, table, write, 5)[1]
-
-
-def _numbered(conn: Connection, table: Table, write: Callable[[int], int], attempts: int
-              ) -> tuple[int, int]:
-    """``write(DocNum)`` with the series' next number, in a savepoint, after queueing; on a
-    clash with a writer that did not queue, undone and tried with the next number. Returns
-    ``(what write returned, DocNum)``."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
+    if "DocNum" not in table.c or "DocEntry" not in table.c:
+        raise ValueError(f"{table.name} has no DocEntry/DocNum series")
     doc_num = claim_doc_num(conn, table, next_doc_num(conn, table))
     last: IntegrityError | None = None
     for _ in range(attempts):
         savepoint = conn.begin_nested()
         try:
-            entry = write(doc_num)
+            result = conn.execute(insert(table).values({**values, "DocNum": doc_num}))
         except IntegrityError as exc:
             savepoint.rollback()
             if not _is_doc_num_clash(exc):
@@ -383,15 +283,43 @@ def _numbered(conn: Connection, table: Table, write: Callable[[int], int], attem
                 savepoint.rollback()
             raise
         savepoint.commit()
-        return entry, doc_num
+        key = result.inserted_primary_key
+        if key is None or key[0] is None:  # pragma: no cover - every supported dialect reports it
+            raise RuntimeError(f"{table.name}: the database did not report the new DocEntry")
+        return int(key[0]), doc_num
     raise DatabaseUnavailable(
         f"{table.name}: DocNum clashed with other writers {attempts} times; retry later"
     ) from last
 
 
-def _check_series(table: Table) -> None:
-    if "DocNum" not in table.c or "DocEntry" not in table.c:
-        raise ValueError(f"{table.name} has no DocEntry/DocNum series")
+def insert_many_with_doc_nums(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[int, int]]:
+    """Insert document headers numbered one after another in one statement; returns their
+    ``(DocEntry, DocNum)`` in order. Queues behind the series' last writer once for all of
+    them (see :func:`claim_doc_num`); when another writer took one of the numbers first,
+    falls back to :func:`insert_with_doc_num` for each. Errors as that function's."""
+    if len(rows) <= 1:
+        return [insert_with_doc_num(conn, table, row) for row in rows]
+    first = claim_doc_num(conn, table, next_doc_num(conn, table))
+    numbers = list(range(first, first + len(rows)))
+    savepoint = conn.begin_nested()
+    try:
+        conn.execute(insert(table), [{**row, "DocNum": n} for row, n in zip(rows, numbers,
+                                                                          strict=True)])
+    except IntegrityError as exc:
+        savepoint.rollback()
+        if not _is_doc_num_clash(exc):
+            raise
+        return [insert_with_doc_num(conn, table, row) for row in rows]
+    except BaseException:
+        with suppress(SQLAlchemyError):
+            savepoint.rollback()
+        raise
+    savepoint.commit()
+    entries = dict(conn.execute(select(table.c.DocNum, table.c.DocEntry).where(
+        table.c.DocNum.between(numbers[0], numbers[-1]))).all())
+    return [(int(entries[n]), n) for n in numbers]
 
 
 def _is_doc_num_clash(exc: IntegrityError) -> bool:

@@ -181,15 +181,11 @@ class ErpApplier(Applier):
                                                         confirmed=self.confirm_new_orders)))
                 except HubError as exc:
                     failed[index] = exc
-            unnumbered = orders.insert_unnumbered(conn, [new for _, new in ready])
+            numbered = orders.insert(conn, [new for _, new in ready])
             changed.update({index: (entry, []) for (index, _), (entry, _) in
-                            zip(ready, unnumbered, strict=True)})
+                            zip(ready, numbered, strict=True)})
             back = self._read_back(conn, dict(changed.values()),
-                                   new={entry for entry, _ in unnumbered})
-            # Numbered last: the series, which every writer of ERP documents queues for,
-            # stays locked for this statement, the hub's record and the commit only.
-            for entry, number in orders.number(conn, unnumbered):
-                back[entry] = _with_doc_num(back[entry], number)
+                                   new={entry for entry, _ in numbered})
             written.update({index: back[doc] for index, (doc, _) in changed.items()})
             with store.begin() as hub:
                 self._remember(hub, [(plans[index], result) for index, result in written.items()])
@@ -440,12 +436,6 @@ def _settled(hub: Connection, plans: Sequence[OrderPlan]) -> None:
     done = [plan.state for plan in plans if plan.state.sides.pop(PENDING, None) is not None]
     if done:
         SyncState.save_many(hub, done)
-
-
-def _with_doc_num(result: Written, number: int) -> Written:
-    doc, after, version, conflicts, note = result
-    return (doc, after.model_copy(update={"erp_doc_num": number}) if after else None,
-            version, conflicts, note)
 
 
 def _gave_up(problem: HubError) -> str:
