@@ -14,7 +14,7 @@ from collections.abc import Sequence, Set
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, func, select, union_all
+from sqlalchemy import Connection, Result, Select, and_, func, select, union_all
 
 from connectors.erp.common import after_clause, chunked, key_entry, validated
 from connectors.erp.schema import dln1, inv1, ocrd, odln, oinv, ordr, rdr1
@@ -60,29 +60,29 @@ def read_orders(
     return orders
 
 
+def _dicts(result: Result[Any]) -> list[dict[str, Any]]:
+    """The rows of ``result`` as dicts, the column names zipped in once (``Row._asdict``
+    goes name by name: 3% of the daemon in a drain)."""
+    names = tuple(result.keys())
+    return [dict(zip(names, row, strict=True)) for row in result]
+
+
 def _read_chunk(
     conn: Connection, mapping: SystemMapping, entries: Sequence[int],
     stamps: dict[int, dt.datetime] | None, new: Set[int],
 ) -> dict[int, Order]:
-    result = conn.execute(
+    headers = _dicts(conn.execute(
         select(ordr, ocrd.c.U_CRM_ID.label("customer_crm_id"))
         .select_from(ordr.outerjoin(ocrd, ocrd.c.CardCode == ordr.c.CardCode))
         .where(ordr.c.DocEntry.in_(entries))
-    )
-    # Rows as dicts by zipping the names once (Row._asdict goes name by name: 3% of the
-    # daemon in a drain).
-    names = tuple(result.keys())
-    headers = [dict(zip(names, row, strict=True)) for row in result]
+    ))
     if not headers:
         return {}
     found = [row["DocEntry"] for row in headers]
     lines: dict[int, list[dict[str, Any]]] = defaultdict(list)
-    result = conn.execute(
-        select(rdr1).where(rdr1.c.DocEntry.in_(found))
-        .order_by(rdr1.c.DocEntry, rdr1.c.LineNum))
-    names = tuple(result.keys())
-    for raw in result:
-        values = dict(zip(names, raw, strict=True))
+    for values in _dicts(conn.execute(
+            select(rdr1).where(rdr1.c.DocEntry.in_(found))
+            .order_by(rdr1.c.DocEntry, rdr1.c.LineNum))):
         lines[values["DocEntry"]].append(values)
     old = [entry for entry in found if entry not in new]
     delivered = delivered_by_line(conn, old) if old else {}
