@@ -14,7 +14,7 @@ silently dropped field:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 from typing import Any, Literal
 
@@ -37,18 +37,27 @@ class EntityMapping(BaseModel):
         default_factory=dict, description="canonical field: {canonical value: system value}"
     )
 
+    @cached_property
+    def _reading(self) -> tuple[tuple[str, str, dict[str, Any] | None], ...]:
+        """Each field with its column and, for a value table, the canonical value of each
+        system value: built once, not for every row read (orders are read by the thousand).
+        A cached property, kept in the instance's own dict: a pydantic private attribute is
+        looked up in Python code, slower than building the tables again."""
+        return tuple(
+            (name, column, None if (table := self.values.get(name)) is None
+             else {v: _parse(k) for k, v in table.items()})
+            for name, column in self.fields.items())
+
     def to_canonical(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """Canonical fields from a row keyed by column name (value tables applied)."""
         out: dict[str, Any] = {}
-        for name, column in self.fields.items():
+        for name, column, reverse in self._reading:
             value = row.get(column)
-            table = self.values.get(name)
-            if table is not None and value is not None:
-                reverse = {v: k for k, v in table.items()}
+            if reverse is not None and value is not None:
                 key = str(value).strip()
                 if key not in reverse:
                     raise MappingError(f"{column}={value!r} has no canonical value for {name}")
-                value = _parse(reverse[key])
+                value = reverse[key]
             out[name] = value
         return out
 
