@@ -111,6 +111,7 @@ class Watermark:
         # What this process took and knows committed ((key, version) -> change time), for
         # the overlap window; and what the last commit() took, until committed() says so.
         self._taken: dict[tuple[str, str], dt.datetime] = {}
+        self._kept = 0  # how many _taken held after it was last pruned
         self._pending: list[tuple[str, str, dt.datetime]] = []
 
     def tune(self, *, overlap: float, sweep: float) -> None:
@@ -316,5 +317,9 @@ class Watermark:
         if self._position is not None:
             newest = max(newest, self._position)
         horizon = newest - self._reach() - dt.timedelta(seconds=2)
-        if len(self._taken) > 2 * len(pending):
+        # Dropped in bulk once it has doubled since the last time, not at every commit: a
+        # drain commits a page every few milliseconds and rebuilding the whole map each time
+        # was 1% of the daemon. What is kept too long is still true, only no longer asked.
+        if len(self._taken) > max(2 * self._kept, 4 * len(pending)):
             self._taken = {pair: at for pair, at in self._taken.items() if at >= horizon}
+            self._kept = len(self._taken)
