@@ -11,6 +11,7 @@ instead of a dead connection pool.
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,7 @@ def make_engine(url: str, *, connect_timeout: float = 5.0, pool_size: int = 5,
         engine.dialect.use_insertmanyvalues_wo_returning = True
     if backend in ("mysql", "mariadb") and driver == "pyodbc":
         _datetimes_as_text(engine)
+        _decimals_as_text(engine)
     return engine
 
 
@@ -92,6 +94,29 @@ def _datetimes_as_text(engine: Engine) -> None:
         if executemany and parameters and isinstance(parameters[0], list | tuple):
             return statement, [_as_text(p) for p in parameters]
         return statement, _as_text(parameters)
+
+
+def _decimals_as_text(engine: Engine) -> None:
+    """Read MariaDB's DECIMAL columns through ODBC as their text, made a ``Decimal`` here.
+
+    pyodbc reads a DECIMAL into an ODBC numeric struct, and MariaDB Connector/ODBC (3.1.15,
+    Debian 12's) leaks about 46 bytes of the driver's memory for every such value it hands
+    over. Orders have many (quantities, prices, totals): the daemon grew by about 1 MB per
+    1,000 orders synced and passed 200 MB after 40,000. Given an output converter, pyodbc asks
+    for the value's bytes instead, which leaks nothing, and the text MariaDB sends is the
+    exact decimal (``tests/store/test_engine_odbc.py`` measures both).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: ConnectionPoolEntry) -> None:
+        import pyodbc  # only an ODBC engine gets here
+
+        for sql_type in (pyodbc.SQL_DECIMAL, pyodbc.SQL_NUMERIC):
+            dbapi_conn.add_output_converter(sql_type, _decimal)
+
+
+def _decimal(raw: bytes | None) -> Decimal | None:
+    return None if raw is None else Decimal(raw.decode("ascii"))
 
 
 def _as_text(parameters: Any) -> Any:
