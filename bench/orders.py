@@ -59,12 +59,20 @@ class Drain:
     seconds: float
     peak_rss_mib: float
     peak_pss_mib: float
+    #: RSS (MiB) when half the orders were back, and at the end: a daemon that holds on to
+    #: memory per order (as the ERP's ODBC driver once made it) grows between the two
+    half_rss_mib: float
+    end_rss_mib: float
     #: CPU milliseconds per order during the drain: the daemon's and each server's
     cpu_ms: dict[str, float]
 
     @property
     def per_second(self) -> float:
         return self.orders / self.seconds if self.seconds else 0.0
+
+    def growth(self) -> str:
+        """e.g. ``RSS 160 -> 163 MiB over the second half``."""
+        return f"RSS {self.half_rss_mib:.0f} -> {self.end_rss_mib:.0f} MiB over the second half"
 
     def cpu(self) -> str:
         """e.g. ``daemon 2.9, PostgreSQL 1.1, ... = 5.3 ms`` (CPU per order)."""
@@ -87,11 +95,14 @@ def drain(label: str, orders: int, log_dir: Path, timeout: float,
             started = time.monotonic()
             cpu_before = cpu_seconds(daemon.pids())
             done = 0
+            half = 0.0
             while done < orders:
                 if time.monotonic() - started > timeout:
                     raise TimeoutError(f"{label}: {done:,} of {orders:,} after {timeout:.0f} s")
                 time.sleep(0.5)
-                daemon.sample_rss()
+                now = daemon.sample_rss()
+                if not half and done >= orders / 2:
+                    half = now
                 done = count(stack.engines["crm"], "SELECT count(*) FROM crm_order "
                              "WHERE erp_order_number IS NOT NULL")
             seconds = time.monotonic() - started
@@ -99,12 +110,13 @@ def drain(label: str, orders: int, log_dir: Path, timeout: float,
             in_erp = count(stack.engines["erp"], "SELECT count(*) FROM ORDR")
             if in_erp != orders:
                 raise AssertionError(f"{label}: {in_erp:,} ERP orders for {orders:,} CRM orders")
-            daemon.sample_rss()
+            end = daemon.sample_rss()
             rss, pss = daemon.peak_rss_mib, daemon.peak_pss_mib
-        result = Drain(orders, seconds, rss, pss, {
+        result = Drain(orders, seconds, rss, pss, half or end, end, {
             name: (cpu_after[name] - cpu_before[name]) * 1000 / orders for name in cpu_after})
         say(f"{label}: {orders:,} orders in {seconds:.1f} s = {orders / seconds:,.0f}/s, "
-            f"peak RSS {rss:.0f} MiB, PSS {pss:.0f} MiB; CPU per order: {result.cpu()}")
+            f"peak RSS {rss:.0f} MiB, PSS {pss:.0f} MiB ({result.growth()}); "
+            f"CPU per order: {result.cpu()}")
         return result
     finally:
         stack.close()
@@ -236,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = f"{hub.per_second:,.0f} orders/s ({hub.orders:,})" if hub else "-"
         ratio = f"{hub.per_second / naive.per_second:.1f}x" if hub and naive else "-"
         print(f"| backlog drain, CRM -> ERP -> CRM | {base} | {mine} | {ratio} |")
-        rss = " / ".join(f"{d.peak_rss_mib:.0f} MiB (PSS {d.peak_pss_mib:.0f})"
+        rss = " / ".join(f"{d.peak_rss_mib:.0f} MiB (PSS {d.peak_pss_mib:.0f}; {d.growth()})"
                          for d in (naive, hub) if d)
         print(f"| daemon peak RSS (naive / hub) | | {rss} | |")
         cpu = " / ".join(d.cpu() for d in (naive, hub) if d)
