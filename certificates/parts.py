@@ -22,7 +22,8 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from certificates.entitlements import delivery_rows
-from certificates.service import CertificateService, NotAvailable
+from certificates.service import CertificateService, NotAvailable, render
+from certificates.worker import RenderProcess
 from connectors.lims.reader import LotChange
 from hub.bus.base import backoff
 from hub.errors import HubError, PermanentError, db_errors
@@ -44,10 +45,15 @@ _TICK = dt.timedelta(microseconds=1)
 
 
 def service_for(runtime: Runtime) -> CertificateService:
-    """The certificate service on the runtime's store and systems."""
+    """The certificate service on the runtime's store and systems. It renders in the
+    runtime's one worker process (:mod:`certificates.worker`), shared by the parts and the
+    HTTP service, unless ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`` is 0."""
+    renders = runtime.settings.certificate_renders_per_process
     return CertificateService(
         runtime.store, lims=lambda: runtime.system("lims"), erp=lambda: runtime.system("erp"),
         public_base=runtime.settings.public_base,
+        renderer=runtime.shared("certificate-renderer", lambda: RenderProcess(renders))
+        if renders else render,
     )
 
 

@@ -112,8 +112,12 @@ class CertificateService:
     """Issues and finds certificates. Thread-safe; holds no state but its engines."""
 
     def __init__(self, store: Store, *, lims: Callable[[], Engine], erp: Callable[[], Engine],
-                 public_base: str) -> None:
+                 public_base: str,
+                 renderer: Callable[[CertificateData, str], bytes] = render) -> None:
+        """``renderer`` makes the PDF (:func:`render` in this process by default; the daemon
+        passes a :class:`~certificates.worker.RenderProcess`)."""
         self.store = store
+        self._render = renderer
         self._lims = lims
         self._erp = erp
         self.public_base = public_base.rstrip("/")
@@ -195,7 +199,7 @@ class CertificateService:
         if lang == PRIMARY_LANGUAGE:
             raise PermanentError(f"certificate {info.label} has lost its primary PDF")
         started = time.monotonic()
-        pdf = render(self.snapshot(info), lang)
+        pdf = self._render(self.snapshot(info), lang)
         render_ms = (time.monotonic() - started) * 1000
         with self.store.begin() as conn:
             insert_ignore(conn, certificate_file, [{
@@ -329,7 +333,7 @@ class CertificateService:
             ),
         )
         started = time.monotonic()
-        pdf = render(data, PRIMARY_LANGUAGE)
+        pdf = self._render(data, PRIMARY_LANGUAGE)
         render_ms = (time.monotonic() - started) * 1000
         sha = hashlib.sha256(pdf).hexdigest()
         try:

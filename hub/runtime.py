@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
@@ -21,6 +22,7 @@ __all__ = ["SYSTEMS", "Runtime", "SystemName"]
 
 SystemName = Literal["crm", "erp", "lims"]
 SYSTEMS: tuple[SystemName, ...] = ("crm", "erp", "lims")
+T = TypeVar("T")
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Runtime:
     #: Set by whoever commits to the outbox, so the relay publishes at once instead of polling.
     outbox_wakeup: threading.Event = field(default_factory=threading.Event)
     _engines: dict[str, Engine] = field(default_factory=dict)
+    _shared: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -59,6 +62,16 @@ class Runtime:
                 )
             return self._engines[name]
 
+    def shared(self, key: str, make: Callable[[], T]) -> T:
+        """One ``make()`` per runtime for ``key``, for the parts that share it (such as the
+        certificate renderer's worker process); closed with the runtime if it has
+        ``close()``."""
+        with self._lock:
+            if key not in self._shared:
+                self._shared[key] = make()
+            made: T = self._shared[key]
+            return made
+
     def ping_system(self, name: SystemName) -> None:
         try:
             with self.system(name).connect() as conn:
@@ -67,6 +80,9 @@ class Runtime:
             raise DatabaseUnavailable(f"{name} unreachable: {type(exc).__name__}") from exc
 
     def close(self) -> None:
+        for thing in self._shared.values():
+            if callable(close := getattr(thing, "close", None)):
+                close()
         self.bus.close()
         for engine in self._engines.values():
             engine.dispose()

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="Embedded bus: redelivery after a crash.")
     retention_days: int = Field(30, ge=1, description="How long journal and inbox rows are kept.")
     shutdown_grace: float = Field(15.0, gt=0, description="Seconds parts get to stop cleanly.")
+    certificate_renders_per_process: int = Field(
+        200, ge=0, description="Certificates the daemon renders in one worker process before "
+        "it replaces it (Pango keeps memory per render); 0 renders in the daemon's own process.")
 
     @field_validator("broker_ca_file", "broker_cert_file", "broker_key_file")
     @classmethod

@@ -1,0 +1,93 @@
+"""Certificates rendered in a worker process that is replaced every so many renders.
+
+Pango (1.50.12, Debian 12's) keeps about 18 KB of every certificate WeasyPrint lays out
+(``pango_attr_break`` -> ``pango_attr_iterator_next`` allocates arrays it never frees;
+heaptrack on 50 and on 200 renders), so a daemon rendering in its own process grew with
+every certificate it issued, for as long as it ran. The daemon therefore renders in one
+spawned worker process, which exits after ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`` renders
+and is started again on the next one; what Pango kept goes with it. WeasyPrint and its
+fonts (50-80 MiB) then live in that process, not in the daemon's.
+
+Renders run one at a time, as they did in the daemon (WeasyPrint renders one page at a time
+anyway). A worker that dies (killed, out of memory) is replaced and the render tried once
+more; if that fails too the caller gets a :class:`RetryableError`, so the certificate is
+retried later, not lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from certificates.data import CertificateData
+from hub.errors import RetryableError
+
+__all__ = ["RenderProcess"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _render(data: CertificateData, lang: str) -> bytes:
+    from certificates.service import render  # in the worker: WeasyPrint loads here
+
+    return render(data, lang)
+
+
+class RenderProcess:
+    """``render(data, lang)`` in a worker process replaced after ``renders`` renders."""
+
+    def __init__(self, renders: int) -> None:
+        if renders < 1:
+            raise ValueError("a worker must render at least once")
+        self.renders = renders
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+
+    def __call__(self, data: CertificateData, lang: str) -> bytes:
+        return self.run(_render, data, lang)
+
+    def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the worker (a module-level function: it travels by name)."""
+        for attempt in (1, 2):
+            pool = self._current()
+            try:
+                return pool.submit(fn, *args).result()
+            except BrokenProcessPool as exc:
+                self._discard(pool)
+                log.warning("the certificate renderer process stopped (%s); %s", exc,
+                            "starting another" if attempt == 1 else "giving up for now")
+        raise RetryableError("the certificate renderer process stopped twice in a row")
+
+    def _current(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise RetryableError("the certificate renderer is shut down")
+            if self._pool is None:
+                # Spawned, not forked: the daemon holds connections and threads a fork
+                # would copy.
+                self._pool = ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                    max_tasks_per_child=self.renders)
+            return self._pool
+
+    def _discard(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop the worker (after the render it is doing, if any)."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

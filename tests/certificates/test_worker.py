@@ -1,0 +1,61 @@
+"""The daemon renders certificates in a worker process it replaces every so many renders
+(Pango keeps ~18 KB of every render; see :mod:`certificates.worker`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certificates.samples import sample_certificate
+from certificates.worker import RenderProcess
+from hub.errors import RetryableError
+from tests.certificates.kit import pdftotext
+
+
+@pytest.fixture
+def worker() -> Iterator[RenderProcess]:
+    renderer = RenderProcess(renders=2)
+    try:
+        yield renderer
+    finally:
+        renderer.close()
+
+
+def _weasyprint_loaded() -> bool:
+    return "weasyprint" in sys.modules
+
+
+def test_renders_in_another_process_which_is_replaced_after_its_renders(
+        worker: RenderProcess, tmp_path: Path) -> None:
+    data = sample_certificate()
+    first = worker.run(os.getpid)  # a task like a render: this worker has one left
+    assert first != os.getpid()
+    assert worker.run(_weasyprint_loaded) is False  # its second task: a fresh worker next
+    pdf = worker(data, "en")
+    assert pdf.startswith(b"%PDF-")
+    text = pdftotext(pdf, tmp_path)
+    assert data.issue.number in text
+    assert data.quality.batch_number in text
+    assert worker.run(_weasyprint_loaded) is True  # the render's worker: its second task
+    assert worker.run(os.getpid) not in (first, os.getpid())  # a third worker
+
+
+def test_a_killed_worker_is_replaced_and_the_render_done(worker: RenderProcess,
+                                                          tmp_path: Path) -> None:
+    pid = worker.run(os.getpid)
+    os.kill(pid, signal.SIGKILL)
+    pdf = worker(sample_certificate(), "zh")
+    assert sample_certificate().issue.number in pdftotext(pdf, tmp_path)
+    assert worker.run(os.getpid) != pid
+
+
+def test_a_closed_renderer_refuses_with_a_retryable_error() -> None:
+    renderer = RenderProcess(renders=5)
+    renderer.close()
+    with pytest.raises(RetryableError):
+        renderer(sample_certificate(), "en")
