@@ -8,7 +8,9 @@ spawned worker process, which exits after ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`
 and is started again on the next one; what Pango kept goes with it. WeasyPrint and its
 fonts (50-80 MiB) then live in that process, not in the daemon's.
 
-Renders run one at a time, as they did in the daemon (WeasyPrint renders one page at a time
+The worker starts at the first render and stops after ``idle`` seconds without one, so a
+daemon that issues certificates now and then does not hold a second interpreter between
+times. Renders run one at a time, as they did in the daemon (WeasyPrint renders one page at a time
 anyway). A worker that dies (killed, out of memory) is replaced and the render tried once
 more; if that fails too the caller gets a :class:`RetryableError`, so the certificate is
 retried later, not lost.
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -41,15 +44,19 @@ def _render(data: CertificateData, lang: str) -> bytes:
 
 
 class RenderProcess:
-    """``render(data, lang)`` in a worker process replaced after ``renders`` renders."""
+    """``render(data, lang)`` in a worker process replaced after ``renders`` renders and
+    stopped after ``idle`` seconds without one."""
 
-    def __init__(self, renders: int) -> None:
+    def __init__(self, renders: int, idle: float = 60.0) -> None:
         if renders < 1:
             raise ValueError("a worker must render at least once")
         self.renders = renders
+        self.idle = idle
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
         self._closed = False
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
 
     def __call__(self, data: CertificateData, lang: str) -> bytes:
         return self.run(_render, data, lang)
@@ -76,7 +83,29 @@ class RenderProcess:
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                     max_tasks_per_child=self.renders)
+            self._last = time.monotonic()
+            if self._timer is None:
+                self._arm(self.idle)
             return self._pool
+
+    def _arm(self, delay: float) -> None:
+        self._timer = threading.Timer(delay, self._stop_if_idle)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _stop_if_idle(self) -> None:
+        """Stop the worker when nothing was given to it for ``idle`` seconds (work already
+        given to it is finished first)."""
+        with self._lock:
+            self._timer = None
+            if self._pool is None:
+                return
+            left = self._last + self.idle - time.monotonic()
+            if left > 0:
+                self._arm(left)
+                return
+            pool, self._pool = self._pool, None
+        pool.shutdown(wait=False)
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -89,5 +118,8 @@ class RenderProcess:
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,21 @@ def test_a_killed_worker_is_replaced_and_the_render_done(worker: RenderProcess,
     pdf = worker(sample_certificate(), "zh")
     assert sample_certificate().issue.number in pdftotext(pdf, tmp_path)
     assert worker.run(os.getpid) != pid
+
+
+def test_an_idle_worker_stops_and_the_next_render_starts_another(tmp_path: Path) -> None:
+    renderer = RenderProcess(renders=50, idle=0.5)
+    try:
+        pid = renderer.run(os.getpid)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists(), "the idle worker is still running"
+        pdf = renderer(sample_certificate(), "en")
+        assert sample_certificate().issue.number in pdftotext(pdf, tmp_path)
+        assert renderer.run(os.getpid) != pid
+    finally:
+        renderer.close()
 
 
 def test_a_closed_renderer_refuses_with_a_retryable_error() -> None:
