@@ -13,13 +13,14 @@ daemon that issues certificates now and then does not hold a second interpreter 
 times. Renders run one at a time, as they did in the daemon (WeasyPrint renders one page at a time
 anyway). A worker that dies (killed, out of memory) is replaced and the render tried once
 more; if that fails too the caller gets a :class:`RetryableError`, so the certificate is
-retried later, not lost.
+retried later, not lost. A worker whose daemon was killed outright exits within a second.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,18 @@ __all__ = ["RenderProcess"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def _follow(parent: int) -> None:
+    """In the worker: exit when the daemon is gone. A daemon killed outright (SIGKILL, the
+    OOM killer) leaves its worker waiting on a queue it holds both ends of, for ever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _render(data: CertificateData, lang: str) -> bytes:
@@ -82,7 +95,8 @@ class RenderProcess:
                 # would copy.
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    max_tasks_per_child=self.renders)
+                    max_tasks_per_child=self.renders, initializer=_follow,
+                    initargs=(os.getpid(),))
             self._last = time.monotonic()
             if self._timer is None:
                 self._arm(self.idle)

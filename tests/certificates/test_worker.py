@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -68,6 +69,43 @@ def test_an_idle_worker_stops_and_the_next_render_starts_another(tmp_path: Path)
         assert renderer.run(os.getpid) != pid
     finally:
         renderer.close()
+
+
+_PARENT = """
+import os, sys, time
+sys.path.insert(0, {root!r})
+from certificates.worker import RenderProcess
+if __name__ == "__main__":
+    print(RenderProcess(renders=5).run(os.getpid), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_the_worker_of_a_daemon_killed_outright_exits(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(_PARENT.format(root=str(Path(__file__).parents[2])))
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                          text=True) as parent:
+        try:
+            assert parent.stdout is not None
+            pid = int(parent.stdout.readline())
+            assert _alive(pid)
+            parent.kill()
+            parent.wait(10)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _alive(pid), "the worker outlived its daemon"
+        finally:
+            parent.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; whoever adopted it reaps it
 
 
 def test_a_closed_renderer_refuses_with_a_retryable_error() -> None:
