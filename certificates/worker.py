@@ -10,10 +10,10 @@ fonts (50-80 MiB) then live in that process, not in the daemon's.
 
 The worker starts at the first render and stops after ``idle`` seconds without one, so a
 daemon that issues certificates now and then does not hold a second interpreter between
-times. Renders run one at a time, as they did in the daemon (WeasyPrint renders one page at a time
-anyway). A worker that dies (killed, out of memory) is replaced and the render tried once
-more; if that fails too the caller gets a :class:`RetryableError`, so the certificate is
-retried later, not lost. A worker whose daemon was killed outright exits within a second.
+times. Renders run one at a time, as they did in the daemon (WeasyPrint renders one page at
+a time anyway). A worker that dies (killed, out of memory) is replaced and the render tried
+once more; if that fails too the caller gets a :class:`RetryableError`, so the certificate
+is retried later, not lost. A worker whose daemon was killed outright exits within a second.
 """
 
 from __future__ import annotations
