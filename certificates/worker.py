@@ -29,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from certificates.data import CertificateData
+from certificates.service import render
 from hub.errors import RetryableError
 
 __all__ = ["RenderProcess"]
@@ -50,12 +51,6 @@ def _follow(parent: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _render(data: CertificateData, lang: str) -> bytes:
-    from certificates.service import render  # in the worker: WeasyPrint loads here
-
-    return render(data, lang)
-
-
 class RenderProcess:
     """``render(data, lang)`` in a worker process replaced after ``renders`` renders and
     stopped after ``idle`` seconds without one."""
@@ -72,7 +67,7 @@ class RenderProcess:
         self._timer: threading.Timer | None = None
 
     def __call__(self, data: CertificateData, lang: str) -> bytes:
-        return self.run(_render, data, lang)
+        return self.run(render, data, lang)  # WeasyPrint loads in the worker, not here
 
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the worker (a module-level function: it travels by name)."""
