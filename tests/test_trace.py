@@ -122,7 +122,12 @@ def test_an_order_is_traced_from_the_crm_through_the_erp_to_its_delivered_batch(
     erp.deliver(doc, [(0, D("1200"), "B2611-0001")])
     wait_for(lambda: crm_row(stack, order_id).status == "shipped", 30, "shipped")
 
-    result = traced(stack, number, delivered, "the delivery published and applied in the CRM")
+    # Seen once in CI (embedded stack, 2026-11-25): the trace had both entries but the CRM's
+    # shipment without its batch lines, not understood yet (the CRM applier commits the
+    # shipment before it records the message as applied). Wait for what is asserted below.
+    result = traced(stack, number, lambda t: delivered(t) and any(
+        s["lines"] for s in t.state.get("crm", {}).get("shipments", [])),
+        "the delivery published and applied in the CRM, with its lines")
     assert result.found and result.kind == "order" and not result.errors
     assert result.order is not None
     assert (result.order.order_number, result.order.crm_id) == (number, order_id)
