@@ -38,9 +38,7 @@ def default_workers() -> int:
 def learn_deliveries(service: CertificateService) -> int:
     """Record the ERP deliveries the store does not know yet; returns how many rows were
     new."""
-    with (db_errors("hub store: list recorded deliveries"),
-          service.store.engine.connect() as hub,
-          hub.execution_options(**{READ_ONLY: True}).begin()):
+    with service.store.reading("hub store: list recorded deliveries") as hub:
         known = Entitlements.known_deliveries(hub)
     added = 0
     with service.erp_engine().connect() as erp:

@@ -26,7 +26,7 @@ from certificates.service import CertificateService, NotAvailable, render
 from certificates.worker import RenderProcess
 from connectors.lims.reader import LotChange
 from hub.bus.base import backoff
-from hub.errors import HubError, PermanentError, db_errors
+from hub.errors import HubError, PermanentError
 from hub.model.messages import DeliveryPosted, Message
 from hub.parts import Part
 from hub.runtime import Runtime
@@ -151,8 +151,7 @@ class CertificateWatcher(Part):
                            changed_at=lot.changed_on, row=lot) for lot in lots]
 
         store = self.runtime.store
-        with (db_errors("hub store: read the LIMS watermark"), store.engine.connect() as conn,
-              conn.execution_options(**{READ_ONLY: True}).begin()):
+        with store.reading("hub store: read the LIMS watermark") as conn:
             changes: list[Change[LotChange]] = self.watermark.poll(conn, fetch, limit=self.page)
         if not changes:
             return 0

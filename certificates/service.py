@@ -33,11 +33,10 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy import exc as sa_exc
 
 from certificates.blocks import BLOCKED_QUEUE, TARGET, blockers, record_block, resolve_blocks
@@ -67,7 +66,6 @@ from hub.errors import (
     DatabaseUnavailable,
     MappingError,
     PermanentError,
-    db_errors,
     translate_db_error,
 )
 from hub.journal import Entry, record
@@ -124,12 +122,6 @@ class CertificateService:
 
     # -- reading the store -----------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self, what: str) -> Iterator[Connection]:
-        with (db_errors(f"hub store: {what}"), self.store.engine.connect() as conn,
-              conn.execution_options(**{READ_ONLY: True}).begin()):
-            yield conn
-
     def find(self, batch: str, customer: str, version: int | None = None
              ) -> CertificateInfo | None:
         """The stored certificate of ``batch`` for ``customer``: version ``version``, or the
@@ -141,7 +133,7 @@ class CertificateService:
         if version is not None:
             query = query.where(certificate.c.version == version)
         query = query.order_by(certificate.c.version.desc()).limit(1)
-        with self._reading("find a certificate") as conn:
+        with self.store.reading("hub store: find a certificate") as conn:
             row = conn.execute(query).first()
         if row is None or row.batch_number != batch or row.customer != customer:
             return None
@@ -156,14 +148,14 @@ class CertificateService:
         if customer is not None:
             query = query.where(certificate.c.customer == customer)
         query = query.order_by(certificate.c.customer, certificate.c.version)
-        with self._reading("list certificates") as conn:
+        with self.store.reading("hub store: list certificates") as conn:
             rows = conn.execute(query).all()
         return [info_of(row) for row in rows if row.batch_number == batch
                 and (customer is None or row.customer == customer)]
 
     def by_verify_token(self, token: str) -> CertificateInfo | None:
         """The certificate a verification link names; None for an unknown token."""
-        with self._reading("verify a certificate") as conn:
+        with self.store.reading("hub store: verify a certificate") as conn:
             row = conn.execute(select(*INFO_COLUMNS).where(
                 certificate.c.verify_token == token)).first()
         return None if row is None or row.verify_token != token else info_of(row)
@@ -176,7 +168,7 @@ class CertificateService:
 
     def snapshot(self, info: CertificateInfo) -> CertificateData:
         """The data the certificate was issued with."""
-        with self._reading("read a certificate's data") as conn:
+        with self.store.reading("hub store: read a certificate's data") as conn:
             text = conn.execute(select(certificate.c.data).where(
                 certificate.c.id == info.id)).scalar_one()
         return CertificateData.model_validate_json(text)
@@ -190,7 +182,7 @@ class CertificateService:
         if lang not in LANGUAGES:
             raise ValueError(f"no certificates in language {lang!r}; "
                              f"languages: {', '.join(LANGUAGES)}")
-        with self._reading("read a certificate PDF") as conn:
+        with self.store.reading("hub store: read a certificate PDF") as conn:
             stored = conn.execute(select(certificate_file.c.pdf).where(
                 certificate_file.c.certificate_id == info.id,
                 certificate_file.c.lang == lang)).scalar()
@@ -218,25 +210,25 @@ class CertificateService:
         ERP says, recording what it says."""
         if not plausible_batch(batch):
             return []
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             found = sorted({e.customer for e in Entitlements.of(conn, batch)})
         if found or not ask_erp:
             return found
         self.learn(batch)
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             return sorted({e.customer for e in Entitlements.of(conn, batch)})
 
     def entitled(self, batch: str, customer: str, *, ask_erp: bool = True) -> bool:
         """Whether the ERP delivered ``batch`` to ``customer`` (see :meth:`customers`)."""
         if not plausible_batch(batch):
             return False
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             if Entitlements.of(conn, batch, customer):
                 return True
         if not ask_erp:
             return False
         self.learn(batch)
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             return bool(Entitlements.of(conn, batch, customer))
 
     def learn(self, batch: str) -> int:
@@ -275,7 +267,7 @@ class CertificateService:
             return Ensured(latest)
         if not self.entitled(batch, customer, ask_erp=latest is None):
             raise LookupError(f"batch {batch} was not delivered to customer {customer}")
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             delivered = Entitlements.of(conn, batch, customer)
         try:
             quality = self.reader().quality(batch)
@@ -380,7 +372,7 @@ class CertificateService:
         customer entitled to them: a first version for lots just authorised, a new version
         where the certificate data changed. What cannot be certified is recorded."""
         tally = Tally()
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             entitled = Entitlements.for_batches(conn, batches)
         if not entitled:
             return tally
@@ -411,7 +403,7 @@ class CertificateService:
         if quality is None:
             tally.waiting += len(customers)
             return tally
-        with self._reading("read entitlements") as conn:
+        with self.store.reading("hub store: read entitlements") as conn:
             entitled = Entitlements.for_batches(conn, [batch]).get(batch, {})
         for customer in customers:
             if customer in entitled:

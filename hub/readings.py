@@ -6,7 +6,7 @@ row per message into Python) in the caller's transaction; they are cheap enough 
 scrape time and every few seconds. Everything comes from the store, so every process of a
 distributed hub reads the same truth.
 
-The whole picture at once (one read-only store transaction, see :func:`read_only`; a bus
+The whole picture at once (one read-only store transaction, see :meth:`Store.reading`; a bus
 that does not answer is reported in ``errors``, not raised)::
 
     r = readings.read(runtime.store, runtime.bus, window=dt.timedelta(minutes=5))
@@ -47,14 +47,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
 from hub.components import Components
-from hub.errors import HubError, db_errors
+from hub.errors import HubError
 from hub.outbox import Outbox
 from hub.reading_values import (
     CertificateReading,
@@ -72,7 +71,6 @@ from hub.reading_values import (
     SeriesPoint,
     SourceLag,
 )
-from hub.store.engine import READ_ONLY
 from hub.store.histograms import EPOCH, Histogram, hist_columns, hist_of, time_bucket
 from hub.store.tables import (
     certificate,
@@ -95,7 +93,7 @@ __all__ = [
     "DeadLetterCount", "Flow", "Histogram", "OutboxReading", "Readings", "Route", "RouteCount",
     "SeriesPoint", "SourceLag", "by_route", "certificate_outcomes", "certificates",
     "components", "conflicts", "connector_of", "connectors", "dead_letters", "flows",
-    "latencies", "message_counts", "outbox", "queue_depths", "read", "read_only", "series",
+    "latencies", "message_counts", "outbox", "queue_depths", "read", "series",
     "sources", "target_of",
 ]
 
@@ -311,15 +309,6 @@ def queue_depths(bus: Bus) -> dict[str, int]:
     return dict(sorted(bus.queue_depths().items()))
 
 
-@contextmanager
-def read_only(store: Store, what: str = "hub store") -> Iterator[Connection]:
-    """A read-only transaction on the store: on SQLite it takes no write lock, so readers
-    never make the daemon's writers wait. Raises HubError."""
-    with (db_errors(what), store.engine.connect() as conn,
-          conn.execution_options(**{READ_ONLY: True}).begin()):
-        yield conn
-
-
 def read(store: Store, bus: Bus | None = None, *,
          window: dt.timedelta = dt.timedelta(minutes=5), hours: float | None = None,
          step: dt.timedelta = dt.timedelta(minutes=5), recent_conflicts: int = 20,
@@ -330,7 +319,7 @@ def read(store: Store, bus: Bus | None = None, *,
     errors: list[str] = []
     values: dict[str, Any] = {}
     try:
-        with read_only(store) as conn:
+        with store.reading() as conn:
             parts = components(conn, now=now)
             values.update(
                 flows=tuple(flows(conn, window=window, now=now)),

@@ -13,9 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from hub.errors import db_errors
 from hub.store.db import Store
-from hub.store.engine import READ_ONLY
 from hub.tokens import ApiTokens, Principal, hash_token
 
 __all__ = ["Authenticator", "RateLimiter", "bearer_token"]
@@ -54,8 +52,7 @@ class Authenticator:
             known = self._known.get(key)
             if known is not None and known[0] > now:
                 return known[1]
-        with (db_errors("hub store: check an API token"), self._store.engine.connect() as conn,
-              conn.execution_options(**{READ_ONLY: True}).begin()):
+        with self._store.reading("hub store: check an API token") as conn:
             found = ApiTokens.check(conn, token)
         if found is not None:
             with self._lock:

@@ -13,9 +13,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
-from hub.errors import DatabaseUnavailable, translate_db_error
+from hub.errors import DatabaseUnavailable, db_errors, translate_db_error
 from hub.settings import mask_url
-from hub.store.engine import make_engine
+from hub.store.engine import READ_ONLY, make_engine
 
 __all__ = ["Store"]
 
@@ -77,6 +77,15 @@ class Store:
                 yield conn
         except sa_exc.SQLAlchemyError as exc:
             raise translate_db_error(exc, "hub store") from exc
+
+    @contextmanager
+    def reading(self, what: str = "hub store") -> Iterator[Connection]:
+        """A read-only transaction: on SQLite it takes no write lock, so a reader never makes
+        the daemon's writers wait, nor waits for them. Driver errors leave as
+        :class:`~hub.errors.HubError` naming ``what``."""
+        with (db_errors(what), self.engine.connect() as conn,
+              conn.execution_options(**{READ_ONLY: True}).begin()):
+            yield conn
 
     def ping(self) -> None:
         """Raise :class:`DatabaseUnavailable` unless the store answers a trivial query."""

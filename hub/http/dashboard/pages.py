@@ -13,7 +13,6 @@ from hub.errors import HubError
 from hub.http.dashboard import charts
 from hub.http.dashboard.forms import Form, FormData
 from hub.http.dashboard.readings import overview
-from hub.readings import read_only
 from hub.replay import discard, replay
 from hub.store.deadletters import DeadLetters, body_to_text
 from hub.trace import trace
@@ -101,7 +100,7 @@ def add_pages(app: FastAPI, ops: Dashboard) -> None:
             return ops.login_redirect(request)
         status = status if status in STATUSES else "dead"
         limit = max(1, min(limit, 1000))
-        with read_only(runtime.store, "hub store: read for the dashboard") as conn:
+        with runtime.store.reading("hub store: read for the dashboard") as conn:
             letters = DeadLetters.list(conn, status=None if status == "all" else status,
                                        limit=limit)
             open_count = DeadLetters.count(conn)
@@ -115,7 +114,7 @@ def add_pages(app: FastAPI, ops: Dashboard) -> None:
             return ops.login_redirect(request)
         letter = None
         if 0 < letter_id < 2**62:
-            with read_only(runtime.store, "hub store: read for the dashboard") as conn:
+            with runtime.store.reading("hub store: read for the dashboard") as conn:
                 letter = DeadLetters.get(conn, letter_id)
         if letter is None:
             return ops.page(request, "dead_letter.html", session=session, letter=None,

@@ -106,7 +106,7 @@ def overview(store: Store, bus: Bus | None, *, now: dt.datetime | None = None,
     latest: list[DeadLetter] = []
     if found.outbox is not None:  # the store answered
         try:
-            with readings.read_only(store, "hub store: read for the dashboard") as conn:
+            with store.reading("hub store: read for the dashboard") as conn:
                 latest = DeadLetters.list(conn, status="dead", limit=letters)
         except HubError as exc:
             errors.append(f"store: {exc}")
@@ -153,6 +153,6 @@ def history(store: Store, *, hours: int = 6, buckets: int = 36,
     """``buckets`` steps over the last ``hours``. Raises HubError when the store cannot be
     read."""
     step = dt.timedelta(seconds=max(1, int(hours * 3600 / buckets)))
-    with readings.read_only(store, "hub store: read for the dashboard") as conn:
+    with store.reading("hub store: read for the dashboard") as conn:
         points = readings.series(conn, hours=hours, step=step, now=now)
     return History(step, points)

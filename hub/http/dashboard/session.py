@@ -26,7 +26,6 @@ from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous import Signer as ItsSigner
 from sqlalchemy import select
 
-from hub.readings import read_only
 from hub.settings import Settings
 from hub.store.db import Store
 from hub.store.tables import api_token
@@ -129,7 +128,7 @@ def staff_token_live(store: Store, token_id: int) -> bool:
     """True while token ``token_id`` is a staff token that has not been revoked.
 
     Raises HubError when the store cannot be read."""
-    with read_only(store, "hub store: check a dashboard session") as conn:
+    with store.reading("hub store: check a dashboard session") as conn:
         row = conn.execute(select(api_token.c.kind).where(
             api_token.c.id == token_id, api_token.c.revoked_at.is_(None))).first()
     return row is not None and row.kind == STAFF

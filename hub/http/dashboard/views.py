@@ -31,7 +31,6 @@ from hub.http.dashboard.session import (
     session_key,
     staff_token_live,
 )
-from hub.readings import read_only
 from hub.runtime import SYSTEMS, Runtime
 from hub.tokens import ApiTokens
 
@@ -213,7 +212,7 @@ def add_dashboard_routes(app: FastAPI, runtime: Runtime) -> None:
             return again("The login form had expired. Please try again.", 400)
         token = form.one("token").strip()
         try:
-            with read_only(runtime.store, "hub store: check a staff token") as conn:
+            with runtime.store.reading("hub store: check a staff token") as conn:
                 who = ApiTokens.check(conn, token) if token else None
         except HubError:
             return again("The hub's store does not answer just now: try again shortly.", 503)
