@@ -308,7 +308,7 @@ class _Tracer:
         if doc_num is not None:
             erp_row = self._read("erp", "read the order", lambda c: erp_order_row(
                 c, doc_num=doc_num))
-        with self.store.begin() as hub:
+        with self.store.reading("hub store: trace") as hub:
             cid = None
             if crm_row is not None:
                 cid = canonical_order(hub, "crm", crm_row.order_id)
@@ -357,18 +357,30 @@ class _Tracer:
 
     def _order_trace(self, ref: OrderRef, keys: list[str], crm_row: Any, erp_row: Any
                      ) -> Trace:
+        # The journal first, the systems after: a step is journaled once it is committed
+        # in its system, so the state shown is at least as new as every entry shown (an
+        # "applied" delivery never comes without its shipment).
+        with self.store.reading("hub store: trace") as hub:
+            rows = self._journal(hub, keys)
         if crm_row is not None:
-            shipments = self._read("crm", "read shipments",
-                                   lambda c: crm_shipments(c, crm_row.order_id)) or []
+            order_id = crm_row.order_id
+            fresh, shipments = self._read("crm", "read the order and its shipments",
+                                          lambda c: (crm_order_row(c, order_id=order_id),
+                                                     crm_shipments(c, order_id))
+                                          ) or (None, [])
+            crm_row = fresh or crm_row
             self.state["crm"] = {**row_dict(crm_row, CRM_ORDER), "shipments": shipments}
         deliveries: list[dict[str, Any]] = []
         if erp_row is not None:
-            deliveries = self._read("erp", "read deliveries",
-                                    lambda c: erp_deliveries(c, erp_row.DocEntry)) or []
+            doc_entry = erp_row.DocEntry
+            fresh, deliveries = self._read("erp", "read the order and its deliveries",
+                                           lambda c: (erp_order_row(c, doc_entry=doc_entry),
+                                                      erp_deliveries(c, doc_entry))
+                                           ) or (None, [])
+            erp_row = fresh or erp_row
             self.state["erp"] = {**row_dict(erp_row, ERP_ORDER), "deliveries": deliveries}
         letter_keys = [*keys, doc_key(ref.erp_doc_entry)] if ref.erp_doc_entry else keys
-        with self.store.begin() as hub:
-            rows = self._journal(hub, keys)
+        with self.store.reading("hub store: trace") as hub:
             batches = _dedupe([
                 *(str(b.get("batch")) for r in rows if r.event == "observed"
                   for b in parse_detail(r.detail).get("batches", []) if isinstance(b, dict)),
@@ -411,15 +423,17 @@ class _Tracer:
         batch = self.key
         if len(batch) > MAX_BATCH:
             return None
-        deliveries = self._read("erp", "read deliveries of the batch",
-                                lambda c: erp_batch_deliveries(c, batch)) or []
-        lims = self._read("lims", "read the lot", lambda c: lims_lot(c, batch))
-        with self.store.begin() as hub:
+        # The journal before the systems, as for an order.
+        with self.store.reading("hub store: trace") as hub:
             own = self._journal(hub, [batch])
             observed = [r for r in own if r.event == "observed"]
             message_ids = _dedupe(r.message_id for r in observed)
             rows = own + [r for r in self._journal(hub, (), message_ids)
                           if r.event != "observed"]
+        deliveries = self._read("erp", "read deliveries of the batch",
+                                lambda c: erp_batch_deliveries(c, batch)) or []
+        lims = self._read("lims", "read the lot", lambda c: lims_lot(c, batch))
+        with self.store.reading("hub store: trace") as hub:
             entitled = [row_dict(r, ENTITLEMENT) for r in hub.execute(
                 select(entitlement).where(entitlement.c.batch_number == batch)
                 .order_by(entitlement.c.delivery_date, entitlement.c.delivery_doc_num)
@@ -444,7 +458,7 @@ class _Tracer:
                             conflicts=[], letters=letters)
 
     def _message_trace(self) -> Trace:
-        with self.store.begin() as hub:
+        with self.store.reading("hub store: trace") as hub:
             rows = self._journal(hub, [self.key])
             letters = self._letters(hub, [self.key])
         if not rows and not letters:

@@ -27,7 +27,7 @@ from hub.store import Store
 from hub.store.tables import journal
 from hub.store.types import utcnow
 from hub.tokens import CUSTOMER, STAFF, ApiTokens
-from hub.trace import Event, Trace, plausible_key, render, trace
+from hub.trace import Event, Trace, _Tracer, plausible_key, render, trace
 from tests.certificates.world import served
 from tests.helpers import hub_env, wait_for
 from tests.sync.conftest import SYNC_PARTS, Stack, running
@@ -122,12 +122,7 @@ def test_an_order_is_traced_from_the_crm_through_the_erp_to_its_delivered_batch(
     erp.deliver(doc, [(0, D("1200"), "B2611-0001")])
     wait_for(lambda: crm_row(stack, order_id).status == "shipped", 30, "shipped")
 
-    # Seen once in CI (embedded stack, 2026-11-25): the trace had both entries but the CRM's
-    # shipment without its batch lines, not understood yet (the CRM applier commits the
-    # shipment before it records the message as applied). Wait for what is asserted below.
-    result = traced(stack, number, lambda t: delivered(t) and any(
-        s["lines"] for s in t.state.get("crm", {}).get("shipments", [])),
-        "the delivery published and applied in the CRM, with its lines")
+    result = traced(stack, number, delivered, "the delivery published and applied in the CRM")
     assert result.found and result.kind == "order" and not result.errors
     assert result.order is not None
     assert (result.order.order_number, result.order.crm_id) == (number, order_id)
@@ -205,6 +200,50 @@ def test_an_order_is_traced_from_the_crm_through_the_erp_to_its_delivered_batch(
         assert nothing.message.startswith("nothing known about") and not nothing.events
     with stack.runtime.store.begin() as hub:
         assert hub.execute(select(func.count()).select_from(journal)).scalar_one() > 0
+
+
+def test_a_step_applied_while_the_trace_is_read_is_shown_with_what_it_wrote(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trace reads the journal before the systems, so the state it shows is at least as
+    new as its entries: here the delivery is applied in the CRM just as the journal is read,
+    and the trace shows it applied only together with the CRM's shipment and batch."""
+    order_id = stack.sales().submit_order(stack.account(), [LINE])
+    doc = synced(stack, order_id).DocEntry
+    number = crm_row(stack, order_id).order_number
+    erp = stack.erp_user()
+    erp.confirm(doc)
+    wait_for(lambda: crm_row(stack, order_id).status == "confirmed", 30, "confirmed")
+    stack.daemon.stop.set()
+    stack.daemon.shutdown()
+    erp.deliver(doc, [(0, D("1200"), "B2611-0001")])
+
+    def applied() -> bool:
+        with stack.runtime.store.reading() as hub:
+            return hub.execute(select(func.count()).select_from(journal).where(
+                journal.c.type == "delivery.posted",
+                journal.c.event == "applied")).scalar_one() > 0
+
+    journal_read = _Tracer._journal
+    restarted: list[bool] = []
+
+    def the_delivery_lands_now(self: _Tracer, hub: Any, keys: Any = (),
+                               message_ids: Any = ()) -> list[Any]:
+        if not restarted:
+            restarted.append(True)
+            restart(stack)
+            wait_for(applied, 30, "the delivery applied in the CRM")
+        return journal_read(self, hub, keys, message_ids)
+
+    monkeypatch.setattr(_Tracer, "_journal", the_delivery_lands_now)
+    result = trace(stack.runtime.store, number, systems=systems(stack))
+    assert restarted and not result.errors
+    assert any(is_("applied", "delivery.posted", "crm")(e) for e in result.events)
+    shipments = result.state["crm"]["shipments"]
+    assert [(ln["batch_number"], ln["quantity"]) for s in shipments for ln in s["lines"]] == [
+        ("B2611-0001", D("1200"))]
+    assert [b["batch"] for d in result.state["erp"]["deliveries"] for ln in d["lines"]
+            for b in ln["batches"]] == ["B2611-0001"]
+    assert result.batches == ["B2611-0001"]
 
 
 def test_a_conflict_shows_both_values_and_the_winner(stack: Stack) -> None:
