@@ -5,25 +5,27 @@ posted before the hub ran, or not polled yet), read set-based a page at a time. 
 (batch, customer) entitled to a certificate that has none is issued, a batch per task, in a
 pool of worker processes: rendering is CPU-bound and WeasyPrint renders one page at a time
 per process. Each worker opens its own store and LIMS connections; issuing is idempotent, so
-two runs at once, or a run beside the daemon, issue each certificate once.
+two runs at once, or a run beside the daemon, issue each certificate once. A worker is
+replaced after about ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`` renders, as the daemon's render
+process is: Pango keeps about 18 KB of every render (see certificates/worker.py).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack
 
 from certificates.entitlements import Entitlements, backfill
 from certificates.service import CertificateService, Tally
 from certificates.standalone import opened
-from hub.errors import db_errors
 from hub.settings import Settings
 from hub.store.engine import READ_ONLY
 
-__all__ = ["default_workers", "learn_deliveries", "missing", "render_missing"]
+__all__ = ["default_workers", "learn_deliveries", "missing", "render_missing",
+           "tasks_per_worker"]
 
 #: The service of a worker process, opened by :func:`_start_worker`.
 _WORKER: list[CertificateService] = []
@@ -50,9 +52,7 @@ def learn_deliveries(service: CertificateService) -> int:
 
 def missing(service: CertificateService) -> dict[str, list[str]]:
     """batch -> the customers entitled to its certificate that have none yet."""
-    with (db_errors("hub store: list missing certificates"),
-          service.store.engine.connect() as hub,
-          hub.execution_options(**{READ_ONLY: True}).begin()):
+    with service.store.reading("hub store: list missing certificates") as hub:
         return Entitlements.without_certificate(hub)
 
 
@@ -64,21 +64,36 @@ def _issue(batch: str, customers: list[str]) -> Tally:
     return _WORKER[0].issue_missing(batch, customers)
 
 
+def tasks_per_worker(renders: int, work: Mapping[str, Sequence[str]]) -> int | None:
+    """How many batches of ``work`` a worker process issues before it is replaced: about
+    ``renders`` renders; None (never replaced) for ``renders`` 0."""
+    if renders <= 0 or not work:
+        return None
+    per_batch = sum(len(customers) for customers in work.values()) / len(work)
+    return max(1, round(renders / per_batch))
+
+
 def render_missing(service: CertificateService, work: dict[str, list[str]], *, workers: int,
-                   advance: Callable[[int], None]) -> Tally:
+                   advance: Callable[[int], None], renders_per_process: int = 0) -> Tally:
     """Issue the first certificates ``work`` names (batch -> customers), ``workers``
-    processes at a time; ``advance(n)`` is called as each batch's n customers are done."""
+    processes at a time, each replaced after about ``renders_per_process`` renders (0: in
+    this process when ``workers`` is 1, else never replaced); ``advance(n)`` is called as
+    each batch's n customers are done."""
     total = Tally()
-    if workers <= 1:
+    if not work:
+        return total
+    if workers <= 1 and renders_per_process <= 0:
         for batch, customers in work.items():
             total.add(service.issue_missing(batch, customers))
             advance(len(customers))
         return total
     # Spawned, not forked: the parent holds connection pools and threads a fork would copy.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                             initializer=_start_worker) as pool:
-        for customers, tally in _completed(pool, work, workers * 4):
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
+                             initializer=_start_worker,
+                             max_tasks_per_child=tasks_per_worker(renders_per_process, work),
+                             ) as pool:
+        for customers, tally in _completed(pool, work, max(1, workers) * 4):
             total.add(tally)
             advance(len(customers))
     return total

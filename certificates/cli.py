@@ -178,8 +178,9 @@ def certificate_render_missing(ctx: click.Context, workers: int | None) -> None:
     from hub.errors import HubError
 
     count = workers or default_workers()
+    settings = _settings(ctx)
     try:
-        with opened(_settings(ctx)) as service:
+        with opened(settings) as service:
             learned = learn_deliveries(service)
             if learned:
                 click.echo(f"recorded {learned} delivered batch line(s) from the ERP", err=True)
@@ -187,7 +188,9 @@ def certificate_render_missing(ctx: click.Context, workers: int | None) -> None:
             total = sum(len(customers) for customers in work.values())
             with click.progressbar(length=total, label=f"issuing ({count} workers)",
                                    file=sys.stderr, show_pos=True) as bar:
-                tally = render_missing(service, work, workers=count, advance=bar.update)
+                tally = render_missing(
+                    service, work, workers=count, advance=bar.update,
+                    renders_per_process=settings.certificate_renders_per_process)
     except HubError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"issued {tally.issued}, already current {tally.current}, lot not authorised "

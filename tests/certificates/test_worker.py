@@ -7,16 +7,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from certificates.bulk import learn_deliveries, missing, render_missing, tasks_per_worker
 from certificates.samples import sample_certificate
 from certificates.worker import RenderProcess
 from hub.errors import RetryableError
 from tests.certificates.kit import pdftotext
+from tests.certificates.world import HUAYI, PUBLIC, RHEINLAND, world
 
 
 @pytest.fixture
@@ -113,3 +116,69 @@ def test_a_closed_renderer_refuses_with_a_retryable_error() -> None:
     renderer.close()
     with pytest.raises(RetryableError):
         renderer(sample_certificate(), "en")
+
+
+@pytest.mark.parametrize(("renders", "work", "tasks"), [
+    (0, {"B1": ["C1"]}, None),  # 0: never replaced
+    (200, {}, None),
+    (200, {"B1": ["C1"], "B2": ["C1"]}, 200),
+    (200, {"B1": ["C1", "C2", "C3"], "B2": ["C1"]}, 100),  # two renders a batch
+    (1, {"B1": ["C1", "C2", "C3"]}, 1),  # at least one batch
+])
+def test_a_bulk_worker_issues_about_its_renders_of_batches(
+        renders: int, work: dict[str, list[str]], tasks: int | None) -> None:
+    assert tasks_per_worker(renders, work) == tasks
+
+
+def _spawned_children(seen: set[int], stop: threading.Event) -> None:
+    """Collect the pids of this process's spawned multiprocessing children until ``stop``."""
+    while not stop.is_set():
+        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for pid in map(int, children):
+                try:
+                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        seen.add(pid)
+                except OSError:
+                    pass
+        stop.wait(0.02)
+
+
+def test_render_missing_replaces_its_workers_after_their_renders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``hub certificate render-missing`` replaces a worker after about
+    HUB_CERTIFICATE_RENDERS_PER_PROCESS renders, as the daemon does, and issues everything."""
+    with world(("sqlite", "sqlite"), tmp_path) as w:
+        # The workers open their own service from the environment, as the command's do.
+        for name, value in (("DATABASE_URL", w.runtime.store.url),
+                            ("ERP_URL", w.erp.url.render_as_string(hide_password=False)),
+                            ("LIMS_URL", w.lims.url.render_as_string(hide_password=False)),
+                            ("PUBLIC_URL", PUBLIC), ("VAR_DIR", str(tmp_path / "var"))):
+            monkeypatch.setenv(f"HUB_{name}", value)
+        for customer, batch in ((HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"),
+                                (HUAYI, "B2611-0004"), (RHEINLAND, "B2611-0005")):
+            w.deliver(customer, batch)
+        assert learn_deliveries(w.service) == 4
+        work = missing(w.service)
+        assert sorted(work) == ["B2611-0001", "B2611-0003", "B2611-0004", "B2611-0005"]
+        seen: set[int] = set()
+        stop = threading.Event()
+        watcher = threading.Thread(target=_spawned_children, args=(seen, stop))
+        watcher.start()
+        done: list[int] = []
+        try:
+            tally = render_missing(w.service, work, workers=1, advance=done.append,
+                                   renders_per_process=1)
+        finally:
+            stop.set()
+            watcher.join()
+        assert (tally.issued, tally.failed, sum(done)) == (4, 0, 4)
+        # A worker per batch, and the pool may start one more as the last one leaves.
+        assert len(seen) in (4, 5), f"one worker per batch, saw {sorted(seen)}"
+        for customer, batch in ((HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"),
+                                (HUAYI, "B2611-0004"), (RHEINLAND, "B2611-0005")):
+            assert [(c.customer, c.version) for c in w.service.versions(batch)] == [
+                (customer, 1)], batch
