@@ -355,6 +355,16 @@ class _Tracer:
         ]) or [key]
         return ref, keys, crm_row, erp_row
 
+    def _order_state(self, system: str, children: str, row: Any, columns: Sequence[str],
+                     read: Callable[[Connection], tuple[Any, list[dict[str, Any]]]]
+                     ) -> list[dict[str, Any]]:
+        """The order as ``system`` has it now (``row`` if it cannot be read again) with its
+        ``children`` (shipments or deliveries), kept in ``state``; returns the children."""
+        fresh, found = self._read(system, f"read the order and its {children}", read) or (
+            None, [])
+        self.state[system] = {**row_dict(fresh or row, columns), children: found}
+        return found
+
     def _order_trace(self, ref: OrderRef, keys: list[str], crm_row: Any, erp_row: Any
                      ) -> Trace:
         # The journal first, the systems after: a step is journaled once it is committed
@@ -362,23 +372,17 @@ class _Tracer:
         # "applied" delivery never comes without its shipment).
         with self.store.reading("hub store: trace") as hub:
             rows = self._journal(hub, keys)
+        deliveries: list[dict[str, Any]] = []
         if crm_row is not None:
             order_id = crm_row.order_id
-            fresh, shipments = self._read("crm", "read the order and its shipments",
-                                          lambda c: (crm_order_row(c, order_id=order_id),
-                                                     crm_shipments(c, order_id))
-                                          ) or (None, [])
-            crm_row = fresh or crm_row
-            self.state["crm"] = {**row_dict(crm_row, CRM_ORDER), "shipments": shipments}
-        deliveries: list[dict[str, Any]] = []
+            self._order_state(
+                "crm", "shipments", crm_row, CRM_ORDER,
+                lambda c: (crm_order_row(c, order_id=order_id), crm_shipments(c, order_id)))
         if erp_row is not None:
             doc_entry = erp_row.DocEntry
-            fresh, deliveries = self._read("erp", "read the order and its deliveries",
-                                           lambda c: (erp_order_row(c, doc_entry=doc_entry),
-                                                      erp_deliveries(c, doc_entry))
-                                           ) or (None, [])
-            erp_row = fresh or erp_row
-            self.state["erp"] = {**row_dict(erp_row, ERP_ORDER), "deliveries": deliveries}
+            deliveries = self._order_state(
+                "erp", "deliveries", erp_row, ERP_ORDER,
+                lambda c: (erp_order_row(c, doc_entry=doc_entry), erp_deliveries(c, doc_entry)))
         letter_keys = [*keys, doc_key(ref.erp_doc_entry)] if ref.erp_doc_entry else keys
         with self.store.reading("hub store: trace") as hub:
             batches = _dedupe([

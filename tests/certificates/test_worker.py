@@ -151,6 +151,8 @@ def test_render_missing_replaces_its_workers_after_their_renders(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``hub certificate render-missing`` replaces a worker after about
     HUB_CERTIFICATE_RENDERS_PER_PROCESS renders, as the daemon does, and issues everything."""
+    delivered = [(HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"), (HUAYI, "B2611-0004"),
+                 (RHEINLAND, "B2611-0005")]
     with world(("sqlite", "sqlite"), tmp_path) as w:
         # The workers open their own service from the environment, as the command's do.
         for name, value in (("DATABASE_URL", w.runtime.store.url),
@@ -158,8 +160,7 @@ def test_render_missing_replaces_its_workers_after_their_renders(
                             ("LIMS_URL", w.lims.url.render_as_string(hide_password=False)),
                             ("PUBLIC_URL", PUBLIC), ("VAR_DIR", str(tmp_path / "var"))):
             monkeypatch.setenv(f"HUB_{name}", value)
-        for customer, batch in ((HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"),
-                                (HUAYI, "B2611-0004"), (RHEINLAND, "B2611-0005")):
+        for customer, batch in delivered:
             w.deliver(customer, batch)
         assert learn_deliveries(w.service) == 4
         work = missing(w.service)
@@ -178,7 +179,6 @@ def test_render_missing_replaces_its_workers_after_their_renders(
         assert (tally.issued, tally.failed, sum(done)) == (4, 0, 4)
         # A worker per batch, and the pool may start one more as the last one leaves.
         assert len(seen) in (4, 5), f"one worker per batch, saw {sorted(seen)}"
-        for customer, batch in ((HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"),
-                                (HUAYI, "B2611-0004"), (RHEINLAND, "B2611-0005")):
+        for customer, batch in delivered:
             assert [(c.customer, c.version) for c in w.service.versions(batch)] == [
                 (customer, 1)], batch
