@@ -7,15 +7,19 @@ pool of worker processes: rendering is CPU-bound and WeasyPrint renders one page
 per process. Each worker opens its own store and LIMS connections; issuing is idempotent, so
 two runs at once, or a run beside the daemon, issue each certificate once. A worker is
 replaced after about ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`` renders, as the daemon's render
-process is: Pango keeps about 18 KB of every render (see certificates/worker.py).
+process is: Pango keeps about 18 KB of every render (see certificates/worker.py). A worker
+that dies (killed, out of memory) costs the run new workers, not its results: what was
+issued stays issued, and the batches still to go are given to the new pool.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import ExitStack
 
 from certificates.entitlements import Entitlements, backfill
@@ -26,6 +30,11 @@ from hub.store.engine import READ_ONLY
 
 __all__ = ["default_workers", "learn_deliveries", "missing", "render_missing",
            "tasks_per_worker"]
+
+log = logging.getLogger(__name__)
+
+#: Pools of workers a run starts before it gives up on workers that keep dying.
+POOLS = 3
 
 #: The service of a worker process, opened by :func:`_start_worker`.
 _WORKER: list[CertificateService] = []
@@ -87,31 +96,45 @@ def render_missing(service: CertificateService, work: dict[str, list[str]], *, w
             total.add(service.issue_missing(batch, customers))
             advance(len(customers))
         return total
+    todo = dict(work)
+    tasks = tasks_per_worker(renders_per_process, work)
     # Spawned, not forked: the parent holds connection pools and threads a fork would copy.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
-                             initializer=_start_worker,
-                             max_tasks_per_child=tasks_per_worker(renders_per_process, work),
-                             ) as pool:
-        for customers, tally in _completed(pool, work, max(1, workers) * 4):
-            total.add(tally)
-            advance(len(customers))
+    for attempt in range(1, POOLS + 1):
+        try:
+            with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
+                                     initializer=_start_worker,
+                                     max_tasks_per_child=tasks) as pool:
+                for batch, tally in _completed(pool, todo, max(1, workers) * 4):
+                    total.add(tally)
+                    advance(len(todo.pop(batch)))
+            return total
+        except BrokenProcessPool as exc:
+            log.warning("a certificate worker process stopped (%s) with %d batch(es) to go; "
+                        "%s", exc, len(todo),
+                        "starting new workers" if attempt < POOLS else "giving up")
+    left = sum(len(customers) for customers in todo.values())
+    total.failed += left
+    total.reasons.append(
+        f"{left} certificate(s) of {len(todo)} batch(es) not issued: the worker processes "
+        f"stopped {POOLS} times; run the command again to issue them")
     return total
 
 
-def _completed(pool: ProcessPoolExecutor, work: dict[str, list[str]], limit: int
-               ) -> Iterator[tuple[list[str], Tally]]:
-    """Results as they finish; at most a few tasks per worker are queued at a time, so an
-    interrupted run has not shipped the whole backlog to the pool."""
-    pending: dict[Future[Tally], list[str]] = {}
-    items = iter(work.items())
+def _completed(pool: ProcessPoolExecutor, work: Mapping[str, list[str]], limit: int
+               ) -> Iterator[tuple[str, Tally]]:
+    """(batch, result) as they finish; at most a few tasks per worker are queued at a time,
+    so an interrupted run has not shipped the whole backlog to the pool. ``work`` may lose
+    the batches already yielded while this runs."""
+    pending: dict[Future[Tally], str] = {}
+    items = iter(list(work.items()))
     while True:
         while len(pending) < limit:
             item = next(items, None)
             if item is None:
                 break
             batch, customers = item
-            pending[pool.submit(_issue, batch, customers)] = customers
+            pending[pool.submit(_issue, batch, customers)] = batch
         if not pending:
             return
         done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -9,17 +9,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from certificates.bulk import learn_deliveries, missing, render_missing, tasks_per_worker
+from certificates.bulk import POOLS, learn_deliveries, missing, render_missing, tasks_per_worker
+from certificates.records import Tally
 from certificates.samples import sample_certificate
 from certificates.worker import RenderProcess
 from hub.errors import RetryableError
 from tests.certificates.kit import pdftotext
-from tests.certificates.world import HUAYI, PUBLIC, RHEINLAND, world
+from tests.certificates.world import HUAYI, PUBLIC, RHEINLAND, World, world
 
 
 @pytest.fixture
@@ -130,29 +132,58 @@ def test_a_bulk_worker_issues_about_its_renders_of_batches(
     assert tasks_per_worker(renders, work) == tasks
 
 
-def _spawned_children(seen: set[int], stop: threading.Event) -> None:
-    """Collect the pids of this process's spawned multiprocessing children until ``stop``."""
-    while not stop.is_set():
-        for task in Path(f"/proc/{os.getpid()}/task").iterdir():
-            try:
-                children = (task / "children").read_text().split()
-            except OSError:
-                continue
-            for pid in map(int, children):
+DELIVERED = [(HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"), (HUAYI, "B2611-0004"),
+             (RHEINLAND, "B2611-0005")]
+
+
+@dataclass
+class Bulk:
+    """Four delivered batches without certificates, and the spawned worker processes seen
+    while :meth:`run` runs ``render_missing`` on them."""
+
+    world: World
+    work: dict[str, list[str]]
+    seen: list[int] = field(default_factory=list)
+
+    def run(self, *, workers: int, renders: int,
+            on_worker: Callable[[int], None] = lambda pid: None) -> tuple[Tally, int]:
+        """The run's tally and how many customers it reported done."""
+        stop = threading.Event()
+        watcher = threading.Thread(target=self._watch, args=(stop, on_worker))
+        watcher.start()
+        done: list[int] = []
+        try:
+            tally = render_missing(self.world.service, self.work, workers=workers,
+                                   advance=done.append, renders_per_process=renders)
+        finally:
+            stop.set()
+            watcher.join()
+        return tally, sum(done)
+
+    def _watch(self, stop: threading.Event, on_worker: Callable[[int], None]) -> None:
+        while not stop.is_set():
+            for task in Path(f"/proc/{os.getpid()}/task").iterdir():
                 try:
-                    if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                        seen.add(pid)
+                    children = (task / "children").read_text().split()
                 except OSError:
-                    pass
-        stop.wait(0.02)
+                    continue
+                for pid in map(int, children):
+                    try:
+                        spawned = b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if spawned and pid not in self.seen:
+                        self.seen.append(pid)
+                        on_worker(pid)
+            stop.wait(0.02)
+
+    def issued(self) -> list[tuple[str, str, int]]:
+        return [(c.customer, batch, c.version) for _, batch in DELIVERED
+                for c in self.world.service.versions(batch)]
 
 
-def test_render_missing_replaces_its_workers_after_their_renders(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``hub certificate render-missing`` replaces a worker after about
-    HUB_CERTIFICATE_RENDERS_PER_PROCESS renders, as the daemon does, and issues everything."""
-    delivered = [(HUAYI, "B2611-0001"), (RHEINLAND, "B2611-0003"), (HUAYI, "B2611-0004"),
-                 (RHEINLAND, "B2611-0005")]
+@pytest.fixture
+def bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Bulk]:
     with world(("sqlite", "sqlite"), tmp_path) as w:
         # The workers open their own service from the environment, as the command's do.
         for name, value in (("DATABASE_URL", w.runtime.store.url),
@@ -160,25 +191,45 @@ def test_render_missing_replaces_its_workers_after_their_renders(
                             ("LIMS_URL", w.lims.url.render_as_string(hide_password=False)),
                             ("PUBLIC_URL", PUBLIC), ("VAR_DIR", str(tmp_path / "var"))):
             monkeypatch.setenv(f"HUB_{name}", value)
-        for customer, batch in delivered:
+        for customer, batch in DELIVERED:
             w.deliver(customer, batch)
         assert learn_deliveries(w.service) == 4
         work = missing(w.service)
-        assert sorted(work) == ["B2611-0001", "B2611-0003", "B2611-0004", "B2611-0005"]
-        seen: set[int] = set()
-        stop = threading.Event()
-        watcher = threading.Thread(target=_spawned_children, args=(seen, stop))
-        watcher.start()
-        done: list[int] = []
-        try:
-            tally = render_missing(w.service, work, workers=1, advance=done.append,
-                                   renders_per_process=1)
-        finally:
-            stop.set()
-            watcher.join()
-        assert (tally.issued, tally.failed, sum(done)) == (4, 0, 4)
-        # A worker per batch, and the pool may start one more as the last one leaves.
-        assert len(seen) in (4, 5), f"one worker per batch, saw {sorted(seen)}"
-        for customer, batch in delivered:
-            assert [(c.customer, c.version) for c in w.service.versions(batch)] == [
-                (customer, 1)], batch
+        assert sorted(work) == sorted(batch for _, batch in DELIVERED)
+        yield Bulk(w, work)
+
+
+ALL_ISSUED = [(customer, batch, 1) for customer, batch in DELIVERED]
+
+
+def test_render_missing_replaces_its_workers_after_their_renders(bulk: Bulk) -> None:
+    """``hub certificate render-missing`` replaces a worker after about
+    HUB_CERTIFICATE_RENDERS_PER_PROCESS renders, as the daemon does, and issues everything."""
+    tally, done = bulk.run(workers=1, renders=1)
+    assert (tally.issued, tally.failed, done) == (4, 0, 4)
+    # A worker per batch, and the pool may start one more as the last one leaves.
+    assert len(bulk.seen) in (4, 5), f"one worker per batch, saw {bulk.seen}"
+    assert bulk.issued() == ALL_ISSUED
+
+
+def test_render_missing_goes_on_when_a_worker_is_killed(bulk: Bulk) -> None:
+    def kill_the_first(pid: int) -> None:
+        if len(bulk.seen) == 1:
+            os.kill(pid, signal.SIGKILL)
+
+    tally, done = bulk.run(workers=2, renders=200, on_worker=kill_the_first)
+    assert (tally.issued, tally.failed, tally.reasons, done) == (4, 0, [], 4)
+    assert not _alive(bulk.seen[0]) and len(bulk.seen) >= 3  # a new pool of two
+    assert bulk.issued() == ALL_ISSUED
+
+
+def test_render_missing_gives_up_on_workers_that_keep_dying_and_says_so(bulk: Bulk) -> None:
+    tally, done = bulk.run(workers=1, renders=200,
+                           on_worker=lambda pid: os.kill(pid, signal.SIGKILL))
+    assert (tally.issued, tally.failed, done) == (0, 4, 0)
+    assert tally.reasons == [f"4 certificate(s) of 4 batch(es) not issued: the worker "
+                             f"processes stopped {POOLS} times; run the command again to "
+                             "issue them"]
+    assert len(bulk.seen) >= POOLS and bulk.issued() == []
+    again, _ = bulk.run(workers=1, renders=200)  # nothing was lost
+    assert (again.issued, again.failed) == (4, 0) and bulk.issued() == ALL_ISSUED
