@@ -5,15 +5,18 @@ posted before the hub ran, or not polled yet), read set-based a page at a time. 
 (batch, customer) entitled to a certificate that has none is issued, a batch per task, in a
 pool of worker processes: rendering is CPU-bound and WeasyPrint renders one page at a time
 per process. Each worker opens its own store and LIMS connections; issuing is idempotent, so
-two runs at once, or a run beside the daemon, issue each certificate once. A worker is
-replaced after about ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`` renders, as the daemon's render
-process is: Pango keeps about 18 KB of every render (see certificates/worker.py). A worker
-that dies (killed, out of memory) costs the run new workers, not its results: what was
+two runs at once, or a run beside the daemon, issue each certificate once. Workers are
+replaced after about ``HUB_CERTIFICATE_RENDERS_PER_PROCESS`` renders each, as the daemon's
+render process is (Pango keeps about 18 KB of every render; see certificates/worker.py): the
+work goes to one pool after another, each given that many renders per worker, not to a
+pool with ``max_tasks_per_child``, which can hang on this Python (CPython gh-115634). A
+worker that dies (killed, out of memory) costs the run a new pool, not its results: what was
 issued stays issued, and the batches still to go are given to the new pool.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -33,7 +36,7 @@ __all__ = ["default_workers", "learn_deliveries", "missing", "render_missing",
 
 log = logging.getLogger(__name__)
 
-#: Pools of workers a run starts before it gives up on workers that keep dying.
+#: Broken pools (a worker died) a run takes before it gives up on workers that keep dying.
 POOLS = 3
 
 #: The service of a worker process, opened by :func:`_start_worker`.
@@ -74,7 +77,7 @@ def _issue(batch: str, customers: list[str]) -> Tally:
 
 
 def tasks_per_worker(renders: int, work: Mapping[str, Sequence[str]]) -> int | None:
-    """How many batches of ``work`` a worker process issues before it is replaced: about
+    """How many batches of ``work`` to give a worker process before it is replaced: about
     ``renders`` renders; None (never replaced) for ``renders`` 0."""
     if renders <= 0 or not work:
         return None
@@ -96,23 +99,28 @@ def render_missing(service: CertificateService, work: dict[str, list[str]], *, w
             total.add(service.issue_missing(batch, customers))
             advance(len(customers))
         return total
+    workers = max(1, workers)
     todo = dict(work)
     tasks = tasks_per_worker(renders_per_process, work)
+    per_pool = None if tasks is None else tasks * workers
     # Spawned, not forked: the parent holds connection pools and threads a fork would copy.
     context = multiprocessing.get_context("spawn")
-    for attempt in range(1, POOLS + 1):
+    broken = 0
+    while todo and broken < POOLS:
+        share = dict(itertools.islice(todo.items(), per_pool))
         try:
-            with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=context,
-                                     initializer=_start_worker,
-                                     max_tasks_per_child=tasks) as pool:
-                for batch, tally in _completed(pool, todo, max(1, workers) * 4):
+            with ProcessPoolExecutor(max_workers=min(workers, len(share)), mp_context=context,
+                                     initializer=_start_worker) as pool:
+                for batch, tally in _completed(pool, share, workers * 4):
                     total.add(tally)
                     advance(len(todo.pop(batch)))
-            return total
         except BrokenProcessPool as exc:
+            broken += 1
             log.warning("a certificate worker process stopped (%s) with %d batch(es) to go; "
                         "%s", exc, len(todo),
-                        "starting new workers" if attempt < POOLS else "giving up")
+                        "starting new workers" if broken < POOLS else "giving up")
+    if not todo:
+        return total
     left = sum(len(customers) for customers in todo.values())
     total.failed += left
     total.reasons.append(
@@ -124,10 +132,9 @@ def render_missing(service: CertificateService, work: dict[str, list[str]], *, w
 def _completed(pool: ProcessPoolExecutor, work: Mapping[str, list[str]], limit: int
                ) -> Iterator[tuple[str, Tally]]:
     """(batch, result) as they finish; at most a few tasks per worker are queued at a time,
-    so an interrupted run has not shipped the whole backlog to the pool. ``work`` may lose
-    the batches already yielded while this runs."""
+    so an interrupted run has not shipped the whole backlog to the pool."""
     pending: dict[Future[Tally], str] = {}
-    items = iter(list(work.items()))
+    items = iter(work.items())
     while True:
         while len(pending) < limit:
             item = next(items, None)
@@ -138,5 +145,9 @@ def _completed(pool: ProcessPoolExecutor, work: Mapping[str, list[str]], limit: 
         if not pending:
             return
         done, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
+        # What finished is counted before a failure beside it (a broken pool) is raised.
+        failed = [f for f in done if f.exception() is not None]
+        for future in done - set(failed):
             yield pending.pop(future), future.result()
+        for future in failed:
+            future.result()

@@ -14,6 +14,12 @@ times. Renders run one at a time, as they did in the daemon (WeasyPrint renders 
 a time anyway). A worker that dies (killed, out of memory) is replaced and the render tried
 once more; if that fails too the caller gets a :class:`RetryableError`, so the certificate
 is retried later, not lost. A worker whose daemon was killed outright exits within a second.
+
+The hub counts the renders itself and gives the next one to a new pool, rather than setting
+``max_tasks_per_child``: a pool with that setting can fail to replace a worker that leaves
+while work is queued, and that work then waits for ever (CPython gh-115634, present from
+3.11, the 3.11.7 here included, until its fix in 2026). The pool retired finishes what it
+was given, then its worker exits; the two workers may overlap for that render.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class RenderProcess:
         self.idle = idle
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._given = 0  # tasks given to the current pool
         self._closed = False
         self._last = 0.0
         self._timer: threading.Timer | None = None
@@ -85,13 +92,17 @@ class RenderProcess:
         with self._lock:
             if self._closed:
                 raise RetryableError("the certificate renderer is shut down")
+            if self._pool is not None and self._given >= self.renders:
+                self._pool.shutdown(wait=False)  # its worker exits after what it was given
+                self._pool = None
             if self._pool is None:
                 # Spawned, not forked: the daemon holds connections and threads a fork
                 # would copy.
                 self._pool = ProcessPoolExecutor(
                     max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    max_tasks_per_child=self.renders, initializer=_follow,
-                    initargs=(os.getpid(),))
+                    initializer=_follow, initargs=(os.getpid(),))
+                self._given = 0
+            self._given += 1
             self._last = time.monotonic()
             if self._timer is None:
                 self._arm(self.idle)
