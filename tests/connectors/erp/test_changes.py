@@ -91,6 +91,39 @@ def test_pages_follow_changed_at_then_numeric_key(erp: Engine) -> None:
     assert after_all == []
 
 
+def test_paging_gives_each_order_once_at_its_latest_stamp_whatever_the_page_size(
+        erp: Engine) -> None:
+    """Later pages group only the stamps from the last page's moment on: an order written
+    early and delivered (or invoiced) late must still come once, late, and one delivered
+    early and written late must come at its own stamp."""
+    orders = ErpOrders()
+    second = dt.timedelta(seconds=1)
+    latest: dict[int, dt.datetime] = {}
+    with erp.begin() as conn:
+        for n in range(9):
+            entry = orders.create(conn, order(line(1, quantity="4"), crm_id=f"p{n}"),
+                                  confirmed=True)[0]
+            own = T0 + n * second
+            stamp(conn, ordr, entry, own)
+            latest[entry] = own
+            if n % 3 == 1:  # delivered well after later orders were written
+                shipped = T0 + (20 - n) * second
+                delivery, _ = deliver(conn, entry, [(0, "4", [])], at=shipped)
+                latest[entry] = shipped
+                if n == 4:  # and invoiced later still
+                    invoice(conn, delivery, [(0, "4")], at=T0 + 30 * second)
+                    latest[entry] = T0 + 30 * second
+            if n == 6:  # delivered before its header was written again
+                deliver(conn, entry, [(0, "1", [])], at=T0)
+    expected = sorted(latest, key=lambda entry: (latest[entry], entry))
+    for lower in (None, T0, T0 + 3 * second):
+        wanted = [e for e in expected if lower is None or latest[e] >= lower]
+        for limit in (1, 2, 4, 50):
+            flat = [c for page in _pages(erp, lower, limit) for c in page]
+            assert [(c.row.erp_doc_entry, c.changed_at) for c in flat] == [
+                (e, latest[e]) for e in wanted], (lower, limit)
+
+
 def test_a_watermark_takes_each_order_version_once(erp: Engine, sqlite_store: Store) -> None:
     orders, mark = ErpOrders(), Watermark("erp.ORDR", overlap=dt.timedelta(hours=3))
     with erp.begin() as conn:
