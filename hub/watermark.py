@@ -85,6 +85,8 @@ class Watermark:
 
     #: Pages of the sweep window read per poll (a page is ``limit`` keys and versions).
     sweep_pages = 4
+    #: The longest page of keys and versions a poll lists, in times its ``limit``.
+    longest_page = 8
 
     def __init__(self, source: str, *, overlap: dt.timedelta = dt.timedelta(seconds=10),
                  sweep: dt.timedelta = dt.timedelta(minutes=5),
@@ -162,7 +164,8 @@ class Watermark:
             if position is not None and self._quick():
                 lower = position - self._reach()
         fresh: list[Change[T]]
-        fresh, stopped, caught_up = self._unseen_pages(conn, fetch, lower, cursor, limit)
+        fresh, stopped, caught_up = self._unseen_pages(conn, fetch, lower, cursor, limit,
+                                                       grow=load is not None)
         self._caught_up = caught_up
         if caught_up and whole:
             self._whole_at = began
@@ -211,24 +214,35 @@ class Watermark:
     def _unseen_pages(self, conn: Connection, fetch: Fetch[Any], lower: dt.datetime | None,
                       after: tuple[dt.datetime, str] | None, limit: int, *,
                       pages: int | None = None, until: dt.datetime | None = None,
+                      grow: bool = False,
                       ) -> tuple[list[Change[T]], tuple[dt.datetime, str] | None, bool]:
         """Unseen changes from ``lower``/``after`` on, at most ``limit``, reading at most
         ``pages`` pages and none past ``until``; returns them, where reading stopped, and
-        whether the end (or ``until``) was reached."""
+        whether the end (or ``until``) was reached.
+
+        With ``grow`` (``fetch`` lists keys and versions only), a page that was mostly seen
+        makes the next one twice as long, up to :attr:`longest_page` times ``limit``: a
+        whole window read again is mostly seen, and listing it in pages of ``limit`` cost a
+        statement per page (and, for the ERP's orders, a grouping of the rest of the window
+        each time). A backlog, all unseen, keeps pages of ``limit``."""
         fresh: list[Change[T]] = []
         read = 0
+        size = limit
         while len(fresh) < limit and (pages is None or read < pages):
-            page = fetch(lower, after, limit)
+            page = fetch(lower, after, size)
             read += 1
             if until is not None:
                 page = [c for c in page if c.changed_at < until]
             if not page:
                 return fresh, after, True
             seen = self._seen(conn, page)
-            fresh.extend(c for c in page if (c.key[:100], c.version[:64]) not in seen)
+            unseen = [c for c in page if (c.key[:100], c.version[:64]) not in seen]
+            fresh.extend(unseen)
             after = (page[-1].changed_at, page[-1].key)
-            if len(page) < limit and len(fresh) <= limit:
+            if len(page) < size and len(fresh) <= limit:
                 return fresh, after, True
+            if grow and 2 * len(unseen) < len(page):
+                size = min(2 * size, self.longest_page * limit)
         if len(fresh) > limit:  # go on after the last change taken, not after the page
             fresh = fresh[:limit]
             after = (fresh[-1].changed_at, fresh[-1].key)

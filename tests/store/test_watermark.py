@@ -388,3 +388,44 @@ def test_caught_up_polls_read_back_a_little_and_the_whole_window_now_and_then(
     put(store, "NEW", 1, at(20))
     assert poll(confirm=False) == [("NEW", 1)] and lowers[-1] == at(17.5)
     assert poll() == [] and lowers[-1] == at(20 - 15)
+
+
+def test_a_window_read_again_is_listed_in_longer_pages_a_backlog_in_pages_of_the_limit(
+        store: Store) -> None:
+    """Found by counting a drain's listings: the ERP poller listed 154,000 orders for 19,500
+    new ones, most of them in whole windows read again a page of ``limit`` at a time (and
+    each page of the ERP's orders groups the rest of the window). A poll that lists keys
+    only (``load``) doubles its page while the pages are mostly seen; a backlog, all
+    unseen, keeps pages of ``limit``, and nothing is missed or taken twice either way."""
+    wm = Watermark("test.pages", overlap=dt.timedelta(seconds=60), recent=dt.timedelta(60),
+                   sweep=dt.timedelta(0))
+    for i in range(100):
+        put(store, f"K{i:03}", 1, at(10 + i / 100))
+    sizes: list[int] = []
+    read = fetcher(store)
+
+    def fetch(lower: dt.datetime | None, after: tuple[dt.datetime, str] | None,
+              limit: int) -> Sequence[Change[int]]:
+        sizes.append(limit)
+        return read(lower, after, limit)  # type: ignore[no-any-return]
+
+    def poll() -> list[str]:
+        with store.begin() as conn:
+            changes = wm.poll(conn, fetch, limit=5, load=lambda changes: changes)
+            wm.commit(conn, changes)
+        wm.committed()
+        return [c.key for c in changes]
+
+    taken: list[str] = []
+    while batch := poll():
+        taken += batch
+    assert taken == [f"K{i:03}" for i in range(100)], "each once, in order"
+    # The second poll reads the window again (the first had no position to go on from):
+    # its first page is all seen, so its second is longer. After that, pages of the limit.
+    assert sizes == [5, 5, 10] + [5] * (len(sizes) - 3), sizes
+
+    sizes.clear()
+    put(store, "LATE", 1, at(10.905))  # committed late, near the end of the window
+    assert poll() == ["LATE"]
+    assert sizes == [5, 10, 20, 40, 40], "mostly seen pages: longer, up to 8 times the limit"
+    assert poll() == []
