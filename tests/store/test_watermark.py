@@ -397,7 +397,7 @@ def test_a_window_read_again_is_listed_in_longer_pages_a_backlog_in_pages_of_the
     each page of the ERP's orders groups the rest of the window). A poll that lists keys
     only (``load``) doubles its page while the pages are mostly seen; a backlog, all
     unseen, keeps pages of ``limit``, and nothing is missed or taken twice either way."""
-    wm = Watermark("test.pages", overlap=dt.timedelta(seconds=60), recent=dt.timedelta(60),
+    wm = Watermark("test.pages", overlap=dt.timedelta(seconds=60), recent=dt.timedelta(seconds=60),
                    sweep=dt.timedelta(0))
     for i in range(100):
         put(store, f"K{i:03}", 1, at(10 + i / 100))
