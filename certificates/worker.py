@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -79,34 +79,44 @@ class RenderProcess:
     def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in the worker (a module-level function: it travels by name)."""
         for attempt in (1, 2):
-            pool = self._current()
-            try:
-                return pool.submit(fn, *args).result()
-            except BrokenProcessPool as exc:
-                self._discard(pool)
-                log.warning("the certificate renderer process stopped (%s); %s", exc,
-                            "starting another" if attempt == 1 else "giving up for now")
+            # Given to the pool under the lock: another caller retiring the pool between
+            # choosing it and giving it the work made submit() refuse ("cannot schedule new
+            # futures after shutdown"), seen once in CI with four callers at once.
+            with self._lock:
+                pool = self._current()
+                try:
+                    future: Future[T] | None = pool.submit(fn, *args)
+                except BrokenProcessPool as exc:
+                    future, broken = None, exc
+            if future is not None:
+                try:
+                    return future.result()
+                except BrokenProcessPool as exc:
+                    broken = exc
+            self._discard(pool)
+            log.warning("the certificate renderer process stopped (%s); %s", broken,
+                        "starting another" if attempt == 1 else "giving up for now")
         raise RetryableError("the certificate renderer process stopped twice in a row")
 
     def _current(self) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._closed:
-                raise RetryableError("the certificate renderer is shut down")
-            if self._pool is not None and self._given >= self.renders:
-                self._pool.shutdown(wait=False)  # its worker exits after what it was given
-                self._pool = None
-            if self._pool is None:
-                # Spawned, not forked: the daemon holds connections and threads a fork
-                # would copy.
-                self._pool = ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_follow, initargs=(os.getpid(),))
-                self._given = 0
-            self._given += 1
-            self._last = time.monotonic()
-            if self._timer is None:
-                self._arm(self.idle)
-            return self._pool
+        """The pool to give the next task to (called with the lock held)."""
+        if self._closed:
+            raise RetryableError("the certificate renderer is shut down")
+        if self._pool is not None and self._given >= self.renders:
+            self._pool.shutdown(wait=False)  # its worker exits after what it was given
+            self._pool = None
+        if self._pool is None:
+            # Spawned, not forked: the daemon holds connections and threads a fork would
+            # copy.
+            self._pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_follow, initargs=(os.getpid(),))
+            self._given = 0
+        self._given += 1
+        self._last = time.monotonic()
+        if self._timer is None:
+            self._arm(self.idle)
+        return self._pool
 
     def _arm(self, delay: float) -> None:
         self._timer = threading.Timer(delay, self._stop_if_idle)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +96,29 @@ def test_renders_from_many_threads_at_once_all_finish_on_fresh_workers() -> None
     counts = Counter(pids)
     assert os.getpid() not in counts
     assert len(counts) == 14 and max(counts.values()) == 3, counts  # 40 = 13 x 3 + 1
+
+
+def test_a_caller_held_up_after_choosing_the_pool_still_gets_its_work_done(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen once in CI: a caller that had chosen the pool was overtaken by another, which
+    retired that pool (it had had its renders) before the first gave it the work, and
+    submit() refused: "cannot schedule new futures after shutdown". Choosing the pool is
+    held up here, as a busy machine may hold a thread up at that point."""
+    choose = RenderProcess._current
+
+    def slowly(self: RenderProcess) -> ProcessPoolExecutor:
+        pool = choose(self)
+        time.sleep(0.05)
+        return pool
+
+    monkeypatch.setattr(RenderProcess, "_current", slowly)
+    renderer = RenderProcess(renders=1)
+    try:
+        with ThreadPoolExecutor(4) as callers:
+            pids = list(callers.map(lambda _: renderer.run(os.getpid), range(12), timeout=120))
+    finally:
+        renderer.close()
+    assert len(set(pids)) == 12 and os.getpid() not in pids, pids
 
 
 _PARENT = """
