@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -82,20 +82,15 @@ class RenderProcess:
             # Given to the pool under the lock: another caller retiring the pool between
             # choosing it and giving it the work made submit() refuse ("cannot schedule new
             # futures after shutdown"), seen once in CI with four callers at once.
-            with self._lock:
-                pool = self._current()
-                try:
-                    future: Future[T] | None = pool.submit(fn, *args)
-                except BrokenProcessPool as exc:
-                    future, broken = None, exc
-            if future is not None:
-                try:
-                    return future.result()
-                except BrokenProcessPool as exc:
-                    broken = exc
-            self._discard(pool)
-            log.warning("the certificate renderer process stopped (%s); %s", broken,
-                        "starting another" if attempt == 1 else "giving up for now")
+            try:
+                with self._lock:
+                    pool = self._current()
+                    future = pool.submit(fn, *args)
+                return future.result()
+            except BrokenProcessPool as exc:
+                self._discard(pool)
+                log.warning("the certificate renderer process stopped (%s); %s", exc,
+                            "starting another" if attempt == 1 else "giving up for now")
         raise RetryableError("the certificate renderer process stopped twice in a row")
 
     def _current(self) -> ProcessPoolExecutor:
