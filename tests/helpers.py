@@ -23,7 +23,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> None:
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "",
+             every: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -31,7 +32,7 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str =
                 return
         except (httpx.HTTPError, OSError):
             pass
-        time.sleep(0.1)
+        time.sleep(every)
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 

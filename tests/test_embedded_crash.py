@@ -31,17 +31,20 @@ def test_sigkill_while_relaying_loses_nothing_and_restart_finishes(tmp_path: Pat
             Outbox.add(conn, messages[start:start + 500], partitions=4)
 
     def counts() -> tuple[int, int]:
-        with store.begin() as conn:
+        # A read-only transaction: a writer's would queue behind the relay's back-to-back
+        # batches on SQLite's one write lock and could see nothing until the relay was done.
+        with store.reading() as conn:
             waiting = conn.execute(select(func.count()).select_from(outbox)).scalar_one()
             queued = conn.execute(
                 select(func.count(func.distinct(bus_message.c.message_id)))
             ).scalar_one()
         return int(waiting), int(queued)
 
-    # Small relay batches so the kill lands with most of the backlog still waiting.
-    env = hub_env(HUB_DATABASE_URL=url, HUB_HTTP_PORT=str(free_port()), HUB_PUBLISH_BATCH="50")
+    # Small relay batches (about a second for the backlog here) and a quick look, so the
+    # kill lands with most of the backlog still waiting.
+    env = hub_env(HUB_DATABASE_URL=url, HUB_HTTP_PORT=str(free_port()), HUB_PUBLISH_BATCH="10")
     with daemon(tmp_path, env, "--only", "relay") as proc:
-        wait_for(lambda: counts()[1] > 0, 60, "the relay to start publishing")
+        wait_for(lambda: counts()[1] > 0, 60, "the relay to start publishing", every=0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     waiting, queued = counts()
