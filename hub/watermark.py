@@ -28,7 +28,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from sqlalchemy import Column, Connection, Select, and_, delete, or_, select, update
 
@@ -41,9 +41,11 @@ __all__ = ["Change", "Watermark", "window"]
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Change(Generic[T]):
-    """One row version read from a source, with whatever the connector read alongside."""
+class Change(NamedTuple, Generic[T]):
+    """One row version read from a source, with whatever the connector read alongside.
+
+    A named tuple: pollers list a window's changes again and again (a drain lists hundreds
+    of thousands), and a tuple is made in a fraction of a frozen dataclass's time."""
 
     key: str
     version: str

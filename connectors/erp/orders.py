@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -145,7 +145,7 @@ class ErpOrders:
                         orders.update(read_orders(conn, self.mapping, [entry]))
                     except (MappingError, InvalidMessage) as exc:
                         orders[entry] = InvalidMessage(f"ERP order {entry}: {exc}")
-        return [replace(c, row=orders[key_entry(c.key)]) for c in changes
+        return [c._replace(row=orders[key_entry(c.key)]) for c in changes
                 if key_entry(c.key) in orders]
 
     # -- writing -------------------------------------------------------------------------
