@@ -72,7 +72,7 @@ class Publisher:
         self._unconfirmed.clear()
         self._nacked = 0
         self._returned = []
-        with self.link.corked():
+        with self.link.batched_writes():
             for envelope in envelopes:
                 self._channel.basic_publish(
                     envelope.to_amqp(), exchange=envelope.exchange,

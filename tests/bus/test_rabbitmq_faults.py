@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 
 from hub.bus.base import Incoming, Outgoing, Subscription
 from hub.bus.rabbitmq import RabbitBus
+from hub.bus.rabbitmq_link import WRITE_BYTES
 from hub.errors import BrokerUnavailable, PermanentError, Unroutable
 from hub.store import Store
 from hub.store.deadletters import DeadLetter, DeadLetters
@@ -393,6 +394,29 @@ def test_pipelined_publish_of_5000_messages_is_fully_confirmed(rig: Rig) -> None
         bus.publish(messages[i : i + 500])
     # Confirmed means enqueued: the queue holds all of them now, without waiting.
     assert bus.queue_depths()[sub.queue] == 5000
+
+
+def test_a_published_batch_reaches_the_socket_in_a_few_large_writes(rig: Rig) -> None:
+    """py-amqp writes each message on its own; every write let go of the GIL, and in a busy
+    daemon the publishing thread waited to get it back after every message."""
+    bus = rig.bus()
+    sub = rig.subscription(bus)
+    bus.publish([out(body=b"x")])  # opens the publishing connection
+    transport = bus._pool._idle[0].link.conn.transport
+    send = transport._write
+    sent: list[int] = []
+
+    def counted(data: Any) -> None:
+        sent.append(len(data))
+        send(data)
+
+    transport._write = counted
+    bus.publish([out(body=b"x" * 1000) for _ in range(500)])
+    writes = list(sent)
+    assert bus.queue_depths()[sub.queue] == 501
+    assert sum(writes) > 500 * 1000
+    # WRITE_BYTES at a time (and the rest), not a write per message.
+    assert len(writes) <= sum(writes) // WRITE_BYTES + 1, str(writes)
 
 
 # -- heartbeats -----------------------------------------------------------------------------
