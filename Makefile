@@ -21,6 +21,7 @@ bench: setup  ## the benchmarks, each beside its naive baseline (see docs/benchm
 	@scripts/services.sh
 	.venv/bin/python -m bench.bus
 	.venv/bin/python -m bench.orders
+	.venv/bin/python -m bench.erp_writes
 	.venv/bin/python -m bench.certificates
 
 faults: setup  ## the full fault run on private servers (see docs/reliability.md), ~15 min

@@ -25,7 +25,8 @@ from sqlalchemy.engine import make_url
 from hub.demo.reference import create_schemas, ensure_database, seed
 from hub.store.engine import make_engine
 
-__all__ = ["AMQP_URL", "SERVERS", "Daemon", "Stack", "cpu_seconds", "delete_queues"]
+__all__ = ["AMQP_URL", "MARIADB_URL", "SERVERS", "Daemon", "Stack", "cpu_seconds", "delete_queues",
+           "drop_database"]
 
 PG_URL = os.environ.get("HUB_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 MARIADB_URL = os.environ.get(
@@ -134,10 +135,11 @@ class Stack:
             return
         for url in self.urls.values():
             with contextlib.suppress(Exception):
-                _drop(url)
+                drop_database(url)
 
 
-def _drop(url: str) -> None:
+def drop_database(url: str) -> None:
+    """Drop the database ``url`` names, on PostgreSQL or MariaDB (connections and all)."""
     target = make_url(url)
     if target.get_backend_name() == "postgresql":
         admin = target.set(database="postgres")
