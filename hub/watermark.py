@@ -66,12 +66,18 @@ def window(
     after: tuple[dt.datetime, str] | None, limit: int,
 ) -> Select[Any]:
     """Narrow a source query to one page of a :data:`Fetch`: ``changed_at >= lower``,
-    ``(changed_at, key) > after``, ordered by ``(changed_at, key)``, at most ``limit``."""
+    ``(changed_at, key) > after``, ordered by ``(changed_at, key)``, at most ``limit``.
+
+    ``changed_at >= moment`` is implied by ``after`` and said anyway: a database cannot read
+    an index range from an ``OR``, so without it a page read its index from ``lower`` and
+    threw away the whole overlap window before the cursor (PostgreSQL, a CRM of 20,000
+    orders during a drain: 8,684 rows filtered out, 5.5 ms a page; with it 0.7 ms)."""
     if lower is not None:
         query = query.where(changed_at >= lower)
     if after is not None:
         moment, last = after
-        query = query.where(or_(changed_at > moment, and_(changed_at == moment, key > last)))
+        query = query.where(changed_at >= moment,
+                            or_(changed_at > moment, and_(changed_at == moment, key > last)))
     return query.order_by(changed_at, key).limit(limit)
 
 
