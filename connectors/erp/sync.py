@@ -196,8 +196,6 @@ class ErpApplier(Applier):
                 if isinstance(problem, PermanentError) or (problem is not None
                                                            and finals[index]):
                     self._remember_refusal(hub, plan)
-                if isinstance(problem, PermanentError) or (problem is not None
-                                                           and finals[index]):
                     reason = str(problem) if isinstance(problem, PermanentError) else (
                         _gave_up(problem))
                     answers.append(self._error_answer(plan.message, reason))
