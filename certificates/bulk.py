@@ -28,6 +28,7 @@ from contextlib import ExitStack
 from certificates.entitlements import Entitlements, backfill
 from certificates.service import CertificateService, Tally
 from certificates.standalone import opened
+from certificates.worker import submit
 from hub.settings import Settings
 from hub.store.engine import READ_ONLY
 
@@ -141,7 +142,7 @@ def _completed(pool: ProcessPoolExecutor, work: Mapping[str, list[str]], limit: 
             if item is None:
                 break
             batch, customers = item
-            pending[pool.submit(_issue, batch, customers)] = batch
+            pending[submit(pool, _issue, batch, customers)] = batch
         if not pending:
             return
         done, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -38,11 +38,25 @@ from certificates.data import CertificateData
 from certificates.service import render
 from hub.errors import RetryableError
 
-__all__ = ["RenderProcess"]
+__all__ = ["RenderProcess", "submit"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def submit(pool: ProcessPoolExecutor, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``pool.submit(fn, *args)``, with a pool that breaks under it reported as broken.
+
+    When a worker dies, ``submit`` may start its replacement before the pool has noticed the
+    death: the new process is handed the pool's call queue, which the pool is closing, and
+    ``submit`` raises ``OSError("handle is closed")`` instead of ``BrokenProcessPool``
+    (CPython 3.11; seen once in CI, ``render-missing`` with a worker killed). Either way the
+    pool is done for; callers replace it."""
+    try:
+        return pool.submit(fn, *args)
+    except OSError as exc:
+        raise BrokenProcessPool(f"the worker pool broke as it was given a task: {exc}") from exc
 
 
 def _follow(parent: int) -> None:
@@ -85,7 +99,7 @@ class RenderProcess:
             try:
                 with self._lock:
                     pool = self._current()
-                    future = pool.submit(fn, *args)
+                    future = submit(pool, fn, *args)
                 return future.result()
             except BrokenProcessPool as exc:
                 self._discard(pool)

@@ -63,6 +63,33 @@ def test_a_killed_worker_is_replaced_and_the_render_done(worker: RenderProcess,
     assert worker.run(os.getpid) != pid
 
 
+def break_the_next_submit(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Make the next ``ProcessPoolExecutor.submit`` fail as CPython's does when a worker
+    died just before and the pool is closing its queue; returns the calls seen."""
+    calls: list[int] = []
+    real = ProcessPoolExecutor.submit
+
+    def submit(self: ProcessPoolExecutor, fn: Callable[..., object], /, *args: object,
+               **kwargs: object) -> object:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise OSError("handle is closed")
+        return real(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", submit)
+    return calls
+
+
+def test_a_pool_that_breaks_as_it_is_given_a_render_is_replaced(
+        worker: RenderProcess, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen once in CI: a worker killed, and the next submit raised OSError instead of
+    BrokenProcessPool. The renderer takes it as a broken pool and starts another."""
+    first = worker.run(os.getpid)
+    calls = break_the_next_submit(monkeypatch)
+    assert worker.run(os.getpid) not in (first, os.getpid())
+    assert len(calls) == 2, "tried once more, in a new pool"
+
+
 def test_an_idle_worker_stops_and_the_next_render_starts_another(tmp_path: Path) -> None:
     renderer = RenderProcess(renders=50, idle=0.5)
     try:
@@ -264,6 +291,17 @@ def test_render_missing_goes_on_when_a_worker_is_killed(bulk: Bulk) -> None:
     tally, done = bulk.run(workers=2, renders=200, on_worker=kill_the_first)
     assert (tally.issued, tally.failed, tally.reasons, done) == (4, 0, [], 4)
     assert not _alive(bulk.seen[0]) and len(bulk.seen) >= 3  # a new pool of two
+    assert bulk.issued() == ALL_ISSUED
+
+
+def test_render_missing_goes_on_when_its_pool_breaks_as_it_is_given_a_batch(
+        bulk: Bulk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failure CI saw once: submit raised OSError("handle is closed") while the pool was
+    breaking; the run starts a new pool and issues everything."""
+    calls = break_the_next_submit(monkeypatch)
+    tally, done = bulk.run(workers=2, renders=200)
+    assert (tally.issued, tally.failed, tally.reasons, done) == (4, 0, [], 4)
+    assert len(calls) == 1 + 4, "the batch refused, then all four in a new pool"
     assert bulk.issued() == ALL_ISSUED
 
 
