@@ -13,6 +13,7 @@ complete, so a crash half-way never leaves a half-seeded file behind.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -201,9 +202,23 @@ def ensure_embedded(settings: Settings) -> bool:
         path = Path(make_url(settings.system_url(system)).database or "")
         if path.exists():
             continue
-        _build_aside(system, path, settings.connect_timeout)
+        with _one_builder(path):
+            if path.exists():  # built by another process while this one waited
+                continue
+            _build_aside(system, path, settings.connect_timeout)
         created = True
     return created
+
+
+@contextmanager
+def _one_builder(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``<path>.lock`` while ``path`` is built. Processes started
+    at once (the bulk renderer's workers, or the daemon and a command on a fresh machine)
+    built the same ``.partial`` file and removed it under each other ("no such table")."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def _build_aside(system: System, path: Path, connect_timeout: float) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,6 +80,24 @@ def test_ensure_embedded_with_everything_configured_creates_nothing(tmp_path) ->
     settings = _settings(tmp_path / "var", **urls)
     assert ensure_embedded(settings) is False
     assert not (tmp_path / "var").exists() and not (tmp_path / "cfg").exists()
+
+
+def test_processes_started_at_once_build_each_file_once(tmp_path) -> None:
+    """Seen in CI: two worker processes of the bulk renderer, started together on a fresh
+    machine, built the same ``.partial`` file and one failed with "no such table"."""
+    var = tmp_path / "var"
+    code = ("import sys; from hub.demo import ensure_embedded; from hub.settings import "
+            "Settings; print(ensure_embedded(Settings(_env_file=None, var_dir=sys.argv[1])))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(var)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, [err for _, err in results]
+    assert sorted(out.strip() for out, _ in results).count("True") >= 1
+    assert not list(var.glob("*.partial*"))
+    for system, table in (("crm", crm.crm_account), ("erp", erp.ocrd)):
+        assert _count(f"sqlite:///{var / system}.db", table) == 9
 
 
 def test_ensure_embedded_replaces_a_half_built_file(tmp_path) -> None:
