@@ -291,13 +291,17 @@ def test_an_order_the_erp_refuses_shows_the_dead_letter_and_why(stack: Stack) ->
     order_id = stack.sales().submit_order(stack.account(), [Line("ETAC-99X", D("5"), D("1"))])
     wait_for(lambda: crm_row(stack, order_id).integration_status == "error", 30, "the error")
     number = crm_row(stack, order_id).order_number
-    result = traced(stack, number, lambda t: bool(t.dead_letters), "the dead letter")
+    # The relay journals "published" once the bus has taken the message, which may be after
+    # the CRM applier has already written the error: wait for both.
+    status = is_("published", "order.status", "erp")
+    result = traced(stack, number,
+                    lambda t: bool(t.dead_letters) and any(status(e) for e in t.events),
+                    "the dead letter and the status the ERP side published")
     (letter,) = result.dead_letters
     assert "ETAC-99X" in letter.reason and letter.type == "order.changed"
     assert letter.key == number and letter.error_code
     dead = [e for e in result.events if e.event == "dead_lettered"]
     assert dead and dead[0].system == "erp" and "ETAC-99X" in (dead[0].error or "")
-    assert any(is_("published", "order.status", "erp")(e) for e in result.events)
     crm = result.state["crm"]
     assert crm["integration_status"] == "error" and "ETAC-99X" in crm["integration_message"]
     assert "erp" not in result.state and result.order is not None
@@ -309,9 +313,12 @@ def test_an_order_entered_in_the_erp_is_found_by_its_docnum(stack: Stack) -> Non
     _, num = stack.erp_user().enter_order("C00043", [LINE])
     key = f"ERP-{num}"
     # Seen once in CI (embedded stack): a trace with the entry but not yet the CRM's row,
-    # which the trace reads apart from the journal. Wait for both.
-    result = traced(stack, key, lambda t: "crm" in t.state and any(
-        is_("applied", "order.changed", "crm")(e) for e in t.events), "the order in the CRM")
+    # which the trace reads apart from the journal. Wait for both, and for the relay's
+    # "published", which may be journaled after the CRM applied the message.
+    result = traced(stack, key, lambda t: "crm" in t.state and all(
+        any(match(e) for e in t.events)
+        for match in (is_("applied", "order.changed", "crm"),
+                      is_("published", "order.changed", "erp"))), "the order in the CRM")
     assert result.kind == "order" and result.order is not None
     assert result.order.erp_doc_num == num and result.order.order_number == key
     assert result.state["crm"]["order_number"] == key
