@@ -8,10 +8,14 @@ finishes the batch in hand (or leaves it unacknowledged for redelivery) and the 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import gc
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -54,6 +58,24 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)
     log.info("heap settled", extra={"frozen_objects": gc.get_freeze_count(),
                                     "gc_thresholds": list(gc.get_threshold())})
+
+
+#: glibc's ``mallopt`` option for the number of malloc arenas.
+M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """Have glibc's malloc keep ``arenas`` arenas, not up to eight per core.
+
+    Each new thread that allocates gets an arena of its own until there are eight per core,
+    and memory freed in one arena is not reused by the others: with a dozen busy threads
+    the daemon's resident memory grew by about 10 MiB for no speed (``docs/benchmarks.md``).
+    ``MALLOC_ARENA_MAX`` in the environment, if set, is left to decide.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas)
 
 
 class Daemon:
@@ -160,6 +182,7 @@ class Daemon:
 def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = ()) -> int:
     """Run the daemon in this process until SIGTERM or SIGINT, with the parts named in
     ``only`` (all when empty) but those in ``without``; returns the exit code."""
+    limit_malloc_arenas()
     if not all(settings.system_configured(s) for s in ("crm", "erp", "lims")):
         from hub.demo.reference import ensure_embedded
 

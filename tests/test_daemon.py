@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import daemon, free_port, hub_env, wait_for
 
@@ -53,6 +55,49 @@ def test_a_settled_heap_is_frozen_and_collected_in_larger_steps() -> None:
     assert frozen_before == 0 and thresholds_before[0] == 700
     assert frozen > 50_000  # the imported modules, SQLAlchemy's and pydantic's structures
     assert thresholds == [20_000, thresholds_before[1], thresholds_before[2]]
+
+
+_ARENAS_PROBE = """
+import ctypes, os, sys, tempfile, threading
+import hub.daemon
+if sys.argv[1] == "limited":
+    hub.daemon.limit_malloc_arenas()
+# Every thread allocates while all the others are alive: a thread that has exited leaves its
+# arena free for the next one, and how threads overlap would otherwise be up to the scheduler.
+together = threading.Barrier(6)
+def work():
+    keep = [bytearray(4096) for _ in range(2000)]
+    together.wait()
+    del keep
+threads = [threading.Thread(target=work) for _ in range(6)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+path = tempfile.mktemp()
+f = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, f)
+libc.fclose(f)
+print(open(path).read().count("<heap nr="))
+os.unlink(path)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_the_daemon_keeps_two_malloc_arenas_however_many_threads_allocate() -> None:
+    """Each thread that allocates would get a malloc arena of its own (up to eight per core),
+    whose freed memory the others do not reuse: about 10 MiB more resident in a drain."""
+    def arenas(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        done = subprocess.run([sys.executable, "-c", _ARENAS_PROBE, mode], env=env,
+                              capture_output=True, text=True, timeout=60, check=True)
+        return int(done.stdout)
+
+    assert arenas("default") > 2  # the probe does make threads take arenas of their own
+    assert arenas("limited") <= 2
 
 
 def test_configured_systems_are_never_created(tmp_path: Path) -> None:
