@@ -14,12 +14,10 @@ import functools
 import gc
 import logging
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType
 
 from hub.bus.base import backoff
 from hub.components import Components
@@ -27,6 +25,7 @@ from hub.errors import HubError, PermanentError
 from hub.parts import Part, build_parts
 from hub.runtime import Runtime
 from hub.settings import Settings
+from hub.signals import stopping_on_signals
 from hub.store.types import utcnow
 
 __all__ = ["Daemon", "run", "settle_heap"]
@@ -199,19 +198,13 @@ def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = (
     if not selected:
         raise SystemExit("no part left to run")
     daemon = Daemon(runtime, selected)
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s received", signal.Signals(signum).name)
-        daemon.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        daemon.prepare()
-        if not daemon.stop.is_set():
-            settle_heap()
-            daemon.start()
-            daemon.wait()
+        with stopping_on_signals(daemon.stop):
+            daemon.prepare()
+            if not daemon.stop.is_set():
+                settle_heap()
+                daemon.start()
+                daemon.wait()
     finally:
         runtime.close()
     return 0

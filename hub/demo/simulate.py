@@ -13,12 +13,10 @@ created and seeded first, as ``python -m hub run`` does.
 from __future__ import annotations
 
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import FrameType
 
 import click
 from sqlalchemy import Engine, inspect
@@ -28,6 +26,7 @@ from hub.demo.reference import SYSTEMS, System, ensure_embedded
 from hub.demo.simulator import ACTIONS, Action, Simulator, Summary, reading
 from hub.errors import DatabaseUnavailable, HubError, PermanentError, db_errors
 from hub.settings import Settings, mask_url
+from hub.signals import stopping_on_signals
 from hub.store.engine import make_engine
 
 __all__ = ["ACTIONS", "Action", "Simulator", "Summary", "open_systems", "run", "simulate"]
@@ -97,19 +96,12 @@ def run(settings: Settings, *, rate: float, duration: float | None, seed: int | 
     """``hub demo simulate``: :func:`simulate` until the duration is up or SIGINT/SIGTERM;
     returns the exit code (1 when the systems cannot be opened)."""
     stop = threading.Event()
-
-    def on_signal(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        simulate(settings, rate=rate, duration=duration, seed=seed, quiet=quiet, stop=stop)
+        with stopping_on_signals(stop):
+            simulate(settings, rate=rate, duration=duration, seed=seed, quiet=quiet, stop=stop)
     except HubError as exc:
         click.echo(f"demo simulate: {exc}", err=True)
         return 1
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return 0
 
 
