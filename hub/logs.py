@@ -8,6 +8,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from structlog.processors import CallsiteParameter
 
 __all__ = ["configure_logging"]
 
@@ -38,6 +39,11 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         structlog.stdlib.ExtraAdder(),
         _drop_color_message,
     ]
+    if fmt == "json":
+        # Which process and which part (each part runs in a thread named after it) logged
+        # the line: with HUB_APART a daemon's lines come from several processes.
+        shared.append(structlog.processors.CallsiteParameterAdder(
+            [CallsiteParameter.PROCESS, CallsiteParameter.THREAD_NAME]))
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
