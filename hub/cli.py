@@ -37,12 +37,15 @@ def cli(ctx: click.Context) -> None:
 @click.option("--without", "without", multiple=True, metavar="NAME",
               help="Run every part but this one (repeatable), e.g. to run it in a process of "
                    "its own with --only.")
+@click.option("--parent", type=int, hidden=True,
+              help="The daemon this process runs a part for (HUB_APART): die with it.")
 @click.pass_context
-def run(ctx: click.Context, only: tuple[str, ...], without: tuple[str, ...]) -> None:
+def run(ctx: click.Context, only: tuple[str, ...], without: tuple[str, ...],
+        parent: int | None) -> None:
     """Run the daemon until SIGTERM/SIGINT."""
     from hub.daemon import run as run_daemon
 
-    sys.exit(run_daemon(_settings(ctx), only, without))
+    sys.exit(run_daemon(_settings(ctx), only, without, parent))
 
 
 @cli.group()

@@ -22,13 +22,14 @@ from collections.abc import Callable, Sequence
 from hub.bus.base import backoff
 from hub.components import Components
 from hub.errors import HubError, PermanentError
-from hub.parts import Part, build_parts
+from hub.parts import Part, build_parts, part_types
 from hub.runtime import Runtime
 from hub.settings import Settings
 from hub.signals import stopping_on_signals
+from hub.store.db import Store
 from hub.store.types import utcnow
 
-__all__ = ["Daemon", "run", "settle_heap"]
+__all__ = ["Daemon", "run", "settle_heap", "until_ok"]
 
 log = logging.getLogger("hub.daemon")
 
@@ -57,6 +58,22 @@ def settle_heap() -> None:
     gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)
     log.info("heap settled", extra={"frozen_objects": gc.get_freeze_count(),
                                     "gc_thresholds": list(gc.get_threshold())})
+
+
+def until_ok(stop: threading.Event, what: str, action: Callable[[], None]) -> None:
+    """Run ``action`` until it succeeds or ``stop`` is set, backing off while what it needs
+    is down; a :class:`PermanentError` ends the process with its reason."""
+    attempt = 0
+    while not stop.is_set():
+        try:
+            action()
+            return
+        except PermanentError as exc:
+            raise SystemExit(f"cannot {what}: {exc}") from exc
+        except HubError as exc:
+            attempt += 1
+            log.warning("cannot %s yet (%s); retrying", what, exc)
+            stop.wait(backoff(attempt))
 
 
 #: glibc's ``mallopt`` option for the number of malloc arenas.
@@ -91,24 +108,11 @@ class Daemon:
     def prepare(self) -> None:
         """Migrate the store and declare every subscription, waiting for servers to come up."""
         every_part = build_parts(self.runtime)
-        self._until_ok("migrate the hub store", self.runtime.store.migrate)
+        until_ok(self.stop, "migrate the hub store", self.runtime.store.migrate)
         for part in every_part:
             for sub in part.subscriptions():
                 declare = functools.partial(self.runtime.bus.declare, sub)
-                self._until_ok(f"declare {sub.queue}", declare)
-
-    def _until_ok(self, what: str, action: Callable[[], None]) -> None:
-        attempt = 0
-        while not self.stop.is_set():
-            try:
-                action()
-                return
-            except PermanentError as exc:
-                raise SystemExit(f"cannot {what}: {exc}") from exc
-            except HubError as exc:
-                attempt += 1
-                log.warning("cannot %s yet (%s); retrying", what, exc)
-                self.stop.wait(backoff(attempt))
+                until_ok(self.stop, f"declare {sub.queue}", declare)
 
     def start(self) -> None:
         for part in self.parts:
@@ -178,9 +182,12 @@ class Daemon:
         log.info("stopped")
 
 
-def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = ()) -> int:
+def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = (),
+        parent: int | None = None) -> int:
     """Run the daemon in this process until SIGTERM or SIGINT, with the parts named in
-    ``only`` (all when empty) but those in ``without``; returns the exit code."""
+    ``only`` (all when empty) but those in ``without``; the parts in ``HUB_APART`` run in
+    processes of their own, forked here (:mod:`hub.apart`). With ``parent``, this process
+    is one of those parts, and dies with that daemon. Returns the exit code."""
     limit_malloc_arenas()
     if not all(settings.system_configured(s) for s in ("crm", "erp", "lims")):
         from hub.demo.reference import ensure_embedded
@@ -188,16 +195,47 @@ def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = (
         if ensure_embedded(settings):
             log.info("created and seeded the embedded reference systems",
                      extra={"var_dir": str(settings.var_dir.resolve())})
-    runtime = Runtime.open(settings)
-    parts = build_parts(runtime)
-    known = [p.name for p in parts]
-    unknown = sorted((set(only) | set(without)) - set(known))
-    if unknown:
-        raise SystemExit(f"unknown part(s): {', '.join(unknown)}; known: {', '.join(known)}")
-    selected = [p for p in parts if (not only or p.name in only) and p.name not in without]
-    if not selected:
+    known = [kind.name for kind in part_types()]
+    for what, names in (("part(s)", [*only, *without]), ("part(s) in HUB_APART", settings.apart)):
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise SystemExit(f"unknown {what}: {', '.join(unknown)}; known: {', '.join(known)}")
+    if not [name for name in known if (not only or name in only) and name not in without]:
         raise SystemExit("no part left to run")
-    daemon = Daemon(runtime, selected)
+    apart = [] if only else [name for name in settings.apart if name not in without]
+    children: dict[str, int] = {}
+    if apart:
+        from hub import apart as processes
+
+        # Migrated here, not by each process at once (SQLite has no lock to take for it).
+        # Until the parts are forked, SIGTERM and SIGINT end the daemon as they would any
+        # program: nothing has started that needs stopping.
+        store = Store(settings.database, connect_timeout=settings.connect_timeout)
+        try:
+            until_ok(threading.Event(), "migrate the hub store", store.migrate)
+        finally:
+            store.dispose()
+        processes.preload(settings)
+        settle_heap()
+        children = processes.fork(
+            apart, lambda name, daemon: run(settings, only=(name,), parent=daemon))
+    return _serve(settings, only, [*without, *apart], children, parent)
+
+
+def _serve(settings: Settings, only: Sequence[str], without: Sequence[str],
+           children: dict[str, int], parent: int | None) -> int:
+    runtime = Runtime.open(settings)
+    parts = [p for p in build_parts(runtime)
+             if (not only or p.name in only) and p.name not in without]
+    if children:
+        from hub.apart import Children
+
+        parts.append(Children(runtime, children))
+    daemon = Daemon(runtime, parts)
+    if parent is not None:
+        from hub.apart import follow_parent
+
+        follow_parent(parent, daemon.stop)
     try:
         with stopping_on_signals(daemon.stop):
             daemon.prepare()

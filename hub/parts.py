@@ -26,7 +26,8 @@ from hub.store.statistics import refresh_statistics
 from hub.store.types import utcnow
 from hub.tally import fold
 
-__all__ = ["DeadLetterRelay", "Housekeeping", "HttpService", "Part", "Relay", "build_parts"]
+__all__ = ["DeadLetterRelay", "Housekeeping", "HttpService", "Part", "Relay", "build_parts",
+           "part_types"]
 
 log = logging.getLogger(__name__)
 
@@ -137,16 +138,22 @@ class HttpService(Part):
             )
 
 
-def build_parts(runtime: Runtime) -> list[Part]:
-    """Every part the hub has, in start order (the composition root: connectors plug in here)."""
+def part_types() -> list[type[Part]]:
+    """Every kind of part the hub has, in start order (the composition root: connectors plug
+    in here)."""
     from certificates.parts import CertificateApplier, CertificateWatcher
     from connectors.crm.sync import CrmApplier, CrmPoller
     from connectors.erp.poller import ErpPoller
     from connectors.erp.sync import ErpApplier
 
     return [
-        Relay(runtime), DeadLetterRelay(runtime), Housekeeping(runtime),
-        CrmPoller(runtime), ErpPoller(runtime), ErpApplier(runtime), CrmApplier(runtime),
-        CertificateApplier(runtime), CertificateWatcher(runtime),
-        HttpService(runtime),
+        Relay, DeadLetterRelay, Housekeeping,
+        CrmPoller, ErpPoller, ErpApplier, CrmApplier,
+        CertificateApplier, CertificateWatcher,
+        HttpService,
     ]
+
+
+def build_parts(runtime: Runtime) -> list[Part]:
+    """Every part the hub has, in start order."""
+    return [kind(runtime) for kind in part_types()]

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="Embedded bus: redelivery after a crash.")
     retention_days: int = Field(30, ge=1, description="How long journal and inbox rows are kept.")
     shutdown_grace: float = Field(15.0, gt=0, description="Seconds parts get to stop cleanly.")
+    apart: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="Parts that run in processes of their own, forked by the daemon at "
+        "start (comma-separated names, e.g. erp-applier): one Python process uses one core.")
     certificate_renders_per_process: int = Field(
         200, ge=0, description="Certificates the daemon renders in one worker process before "
         "it replaces it (Pango keeps memory per render); 0 renders in the daemon's own process.")
@@ -147,6 +150,13 @@ class Settings(BaseSettings):
     def _split_delays(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(float(v) for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("apart", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
         return value
 
     # -- resolved values -------------------------------------------------------------------

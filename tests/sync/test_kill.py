@@ -8,7 +8,6 @@ through ODBC, RabbitMQ). Afterwards an independent reconciliation reads both sys
 from __future__ import annotations
 
 import signal
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,9 @@ from sqlalchemy import Engine, func, select
 from connectors.crm.schema import crm_order
 from connectors.erp.schema import ordr, rdr1
 from hub.demo.backlog import LINES_PER_ORDER, load_backlog
-from hub.demo.reference import create_schemas, seed
 from hub.store.engine import make_engine
-from tests.bus.kit import QUEUE_PREFIX, delete_test_queues
-from tests.databases import AMQP_URL, Databases
-from tests.helpers import daemon, free_port, hub_env, wait_for
+from tests.helpers import daemon, wait_for
+from tests.stacks import daemon_stack, synced_orders
 
 ORDERS = 1000
 
@@ -32,40 +29,8 @@ ORDERS = 1000
 def systems(request: pytest.FixtureRequest, tmp_path: Path
             ) -> Iterator[tuple[dict[str, str], dict[str, str]]]:
     """(environment for the daemon, URLs of crm/erp) on fresh, seeded systems."""
-    if request.param == "embedded":
-        var = tmp_path / "var"
-        urls = {name: f"sqlite:///{var}/{name}.db" for name in ("crm", "erp", "lims")}
-        var.mkdir()
-        create_schemas(urls)
-        seed(urls)
-        # Nothing configured but where the embedded files live.
-        yield hub_env(HUB_VAR_DIR=str(var), HUB_HTTP_PORT=str(free_port())), urls
-        return
-    pg, maria = Databases("postgresql", tmp_path), Databases("mariadb", tmp_path)
-    tag = uuid.uuid4().hex[:8]
-    urls = {"crm": pg.url("crm", create=True), "erp": maria.url("erp", create=True),
-            "lims": pg.url("lims", create=True)}
-    try:
-        create_schemas(urls)
-        seed(urls)
-        env = hub_env(
-            HUB_DATABASE_URL=pg.url("hub", create=True), HUB_BROKER_URL=AMQP_URL,
-            HUB_CRM_URL=urls["crm"], HUB_ERP_URL=urls["erp"], HUB_LIMS_URL=urls["lims"],
-            HUB_EXCHANGE=f"{QUEUE_PREFIX}x-{tag}", HUB_QUEUE_PREFIX=f"{QUEUE_PREFIX}{tag}.",
-            HUB_HTTP_PORT=str(free_port()),
-        )
-        yield env, urls
-    finally:
-        delete_test_queues(f"{QUEUE_PREFIX}{tag}.")
-        delete_test_queues(f"{QUEUE_PREFIX}x-{tag}")
-        pg.drop_all()
-        maria.drop_all()
-
-
-def _synced(crm: Engine) -> int:
-    with crm.connect() as conn:
-        return int(conn.execute(select(func.count()).select_from(crm_order).where(
-            crm_order.c.erp_order_number.is_not(None))).scalar_one())
+    with daemon_stack(request.param, tmp_path) as stack:
+        yield stack
 
 
 def _in_erp(erp: Engine) -> int:
@@ -88,7 +53,7 @@ def test_sigkill_twice_during_1000_orders_loses_and_doubles_nothing(
                 proc.wait(10)
             assert _in_erp(erp) < ORDERS, "the kill landed in the middle of the run"
         with daemon(tmp_path, env) as proc:
-            wait_for(lambda: _synced(crm) == ORDERS, 600, "every order back in the CRM")
+            wait_for(lambda: synced_orders(crm) == ORDERS, 600, "every order back in the CRM")
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(60) == 0
         _reconcile(crm, erp)

@@ -1,0 +1,109 @@
+"""``HUB_APART``: parts the daemon forks into processes of their own, on both stacks: the
+embedded default (SQLite, the bus in the hub's store) and the production one (hub store, CRM
+and LIMS on PostgreSQL, ERP on MariaDB through ODBC, RabbitMQ).
+
+The daemon and its children must behave as one daemon: orders flow through the part that
+runs apart, a child that dies is started again, SIGTERM stops them all with exit code 0, and
+SIGKILL of the daemon takes its children with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from hub.demo.backlog import load_backlog
+from hub.store.engine import make_engine
+from tests.helpers import daemon, free_port, hub_env, wait_for
+from tests.stacks import daemon_stack, synced_orders
+
+
+@pytest.fixture(params=["embedded", "real"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path
+          ) -> Iterator[tuple[dict[str, str], Engine]]:
+    """(the daemon's environment with ``HUB_APART=erp-applier``, the CRM's engine) on
+    fresh, seeded systems: the embedded default or the production stack."""
+    with daemon_stack(request.param, tmp_path, HUB_APART="erp-applier") as (env, urls):
+        crm = make_engine(urls["crm"])
+        try:
+            yield env, crm
+        finally:
+            crm.dispose()
+
+
+def _processes(env: dict[str, str]) -> dict[str, int]:
+    """Which process (pid) last reported each running part, from ``hub status --json``."""
+    out = subprocess.run([sys.executable, "-m", "hub", "status", "--json"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    report = json.loads(out.stdout)
+    return {c["name"]: int(c["process"].rsplit(":", 1)[1]) for c in report["components"]
+            if c["state"] == "running"}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
+
+
+def test_the_erp_applier_runs_apart_and_lives_and_dies_with_the_daemon(
+        stack: tuple[dict[str, str], Engine], tmp_path: Path) -> None:
+    env, crm = stack
+    load_backlog(crm, 200)
+    with daemon(tmp_path, env) as proc:
+        wait_for(lambda: synced_orders(crm) == 200, 180,
+                 "the backlog through the forked applier")
+        where = _processes(env)
+        child = where["erp-applier"]
+        assert child != proc.pid and where["crm-poller"] == proc.pid
+        assert where["apart"] == proc.pid, "the daemon watches its children"
+        assert Path(f"/proc/{child}/status").read_text().count(f"PPid:\t{proc.pid}") == 1
+
+        os.kill(child, signal.SIGKILL)  # a crash of the part: started again, orders go on
+        wait_for(lambda: _processes(env).get("erp-applier") not in (None, child), 60,
+                 "the ERP applier started again in a new process")
+        load_backlog(crm, 50, start=200)
+        wait_for(lambda: synced_orders(crm) == 250, 120, "orders after the restart")
+
+        again = _processes(env)["erp-applier"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        assert not _alive(again), "SIGTERM stopped the part running apart too"
+        log = (tmp_path / "daemon.log").read_text()
+        assert "Traceback" not in log
+        running = [json.loads(line) for line in log.splitlines() if '"hub running"' in line]
+        assert {r["process"]: r["parts"] == ["erp-applier"] for r in running} == {
+            proc.pid: False, where["erp-applier"]: True, again: True,
+        }, "each line says which process logged it"
+
+    with daemon(tmp_path, env) as proc:
+        wait_for(lambda: _processes(env).get("erp-applier") not in (None, again), 60,
+                 "the daemon forked its applier again")
+        child = _processes(env)["erp-applier"]
+        assert _alive(child)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(child), "a part running apart dies with its daemon"
+
+
+def test_an_unknown_part_in_hub_apart_is_refused(tmp_path: Path) -> None:
+    env = hub_env(HUB_VAR_DIR=str(tmp_path / "var"), HUB_APART="erp-applier,erp-aplier",
+                  HUB_HTTP_PORT=str(free_port()))
+    run = subprocess.run([sys.executable, "-m", "hub", "run"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "unknown part(s) in HUB_APART: erp-aplier" in run.stderr
