@@ -40,7 +40,7 @@ from pathlib import Path
 from sqlalchemy import insert, select, text
 
 from bench.common import describe_machine, say
-from bench.stack import PARTS, PG_URL, Stack, count, cpu_seconds, running
+from bench.stack import PG_URL, Stack, count, cpu_seconds, running
 from connectors.crm.schema import crm_order, crm_order_line
 from connectors.erp.schema import ordr
 from hub.demo.backlog import load_backlog, order_rows
@@ -80,8 +80,7 @@ class Drain:
         return f"{parts} = {sum(self.cpu_ms.values()):.2f} ms"
 
 
-def drain(label: str, orders: int, log_dir: Path, timeout: float,
-          apart: tuple[str, ...] = (), **env: str) -> Drain:
+def drain(label: str, orders: int, log_dir: Path, timeout: float, **env: str) -> Drain:
     """Load a backlog on a fresh stack, start the daemon, time until every order is back."""
     stack = Stack(label)
     try:
@@ -91,7 +90,7 @@ def drain(label: str, orders: int, log_dir: Path, timeout: float,
         # one created seconds ago has not, and its line reads would scan every line.
         with stack.engines["crm"].begin() as conn:
             conn.execute(text("ANALYZE crm_order, crm_order_line"))
-        with running(stack, log_dir, apart, **env) as daemon:
+        with running(stack, log_dir, **env) as daemon:
             started = time.monotonic()
             cpu_before = cpu_seconds(daemon.pids())
             done = 0
@@ -132,15 +131,14 @@ class Latency:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def steady(rate: float, seconds: float, log_dir: Path, apart: tuple[str, ...] = (),
-           **env: str) -> Latency:
+def steady(rate: float, seconds: float, log_dir: Path, **env: str) -> Latency:
     """Orders at ``rate``/s for ``seconds``; CRM commit to ERP visibility per order."""
     stack = Stack("latency")
     committed: dict[str, float] = {}
     seen: dict[str, float] = {}
     stop = threading.Event()
     try:
-        with running(stack, log_dir, apart, **env) as daemon:
+        with running(stack, log_dir, **env) as daemon:
             crm, erp = stack.engines["crm"], stack.engines["erp"]
 
             def watch() -> None:
@@ -206,11 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", action="append", default=[], metavar="HUB_NAME=VALUE",
                         help="a setting for the hub's daemon (not the naive baseline's "
                         "batching), e.g. HUB_WATERMARK_SWEEP=0 to compare")
-    parser.add_argument("--apart", action="append", default=[], choices=PARTS,
-                        metavar="PART", help="run this part of the hub's daemon in a process "
-                        "of its own (python -m hub run --only PART), e.g. erp-applier")
     args = parser.parse_args(argv)
-    apart = tuple(args.apart)
     extra = dict(item.split("=", 1) for item in args.env)
     if bad := [name for name in extra if not name.startswith("HUB_")]:
         parser.error(f"--env takes HUB_ settings, not {', '.join(bad)}")
@@ -231,14 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         naive: Drain | None = None
         latency: Latency | None = None
         if "backlog" not in args.skip:
-            hub = drain("hub", orders, log_dir, timeout=max(600.0, orders / 20), apart=apart,
+            hub = drain("hub", orders, log_dir, timeout=max(600.0, orders / 20),
                         **extra)
         if "naive" not in args.skip:
             naive = drain("naive", baseline_orders, log_dir, timeout=1800.0,
                           **{**extra, **NAIVE})
         if "latency" not in args.skip:
             say(f"latency: {args.rate:.0f} orders/s for {seconds:.0f} s")
-            latency = steady(args.rate, seconds, log_dir, apart, **extra)
+            latency = steady(args.rate, seconds, log_dir, **extra)
 
     print()
     print("| measurement | naive baseline | hub | speed-up |")

@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -42,7 +42,7 @@ SERVERS = {"PostgreSQL": ("postgres",), "MariaDB": ("mariadbd", "mysqld"),
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pids: Iterator[int] | None = None) -> dict[str, float]:
+def cpu_seconds(pids: Iterable[int] | None = None) -> dict[str, float]:
     """CPU seconds used so far (user and system, all threads) by each of :data:`SERVERS`,
     and with ``pids`` by those processes as ``"daemon"``. Processes that ended in between
     are not counted: read it around a run whose servers stay up."""
@@ -64,6 +64,16 @@ def cpu_seconds(pids: Iterator[int] | None = None) -> dict[str, float]:
         elif comm in wanted:
             used[wanted[comm]] += seconds
     return used
+
+
+def family(pid: int) -> list[int]:
+    """``pid`` and every process below it (children of all its threads, recursively)."""
+    found = [pid]
+    for tasks in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            for child in tasks.read_text().split():
+                found += family(int(child))
+    return found
 
 
 def delete_queues(prefix: str) -> None:
@@ -163,25 +173,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-#: Every part of the daemon (``python -m hub run --only NAME``).
-PARTS = ("relay", "deadletters", "housekeeping", "http", "crm-poller", "crm-applier",
-         "erp-poller", "erp-applier", "certificates", "certificate-watcher")
-
-
 class Daemon:
-    """``python -m hub run`` on a stack, with its peak resident memory watched; with
-    ``apart``, those parts run in processes of their own (``run --only``), one each."""
+    """``python -m hub run`` on a stack, with its peak resident memory watched (its own and
+    its children's: the parts it forks for ``HUB_APART``)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, apart: tuple[str, ...] = ()
-                 ) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        rest = [arg for name in apart for arg in ("--without", name)]
-        self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run", *rest], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "hub", "run"], env=env,
                                      stdout=self._log, stderr=subprocess.STDOUT)
-        self.others = [subprocess.Popen([sys.executable, "-m", "hub", "run", "--only", name],
-                                        env={**env, "HUB_HTTP_PORT": "0"}, stdout=self._log,
-                                        stderr=subprocess.STDOUT) for name in apart]
         self.peak_rss_mib = self.peak_pss_mib = 0.0
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -196,8 +196,9 @@ class Daemon:
             time.sleep(0.2)
         raise TimeoutError("the daemon did not become ready")
 
-    def pids(self) -> Iterator[int]:
-        return (proc.pid for proc in (self.proc, *self.others))
+    def pids(self) -> list[int]:
+        """The daemon's processes: its own and the ones it started."""
+        return family(self.proc.pid)
 
     def sample_rss(self) -> float:
         """The daemon's resident memory now (MiB, its processes together); remembers the
@@ -205,10 +206,10 @@ class Daemon:
         (their shared pages, such as libraries, counted once in all: what running the daemon
         as several processes really costs; sampled, so a short peak may be missed)."""
         rss = hwm = pss = 0.0
-        for proc in (self.proc, *self.others):
+        for pid in self.pids():
             try:
-                status = Path(f"/proc/{proc.pid}/status").read_text()
-                rollup = Path(f"/proc/{proc.pid}/smaps_rollup").read_text()
+                status = Path(f"/proc/{pid}/status").read_text()
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             except OSError:
                 continue
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -222,23 +223,19 @@ class Daemon:
 
     def stop(self) -> None:
         self.sample_rss()
-        for proc in (self.proc, *self.others):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (self.proc, *self.others):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
         self._log.close()
 
 
 @contextlib.contextmanager
-def running(stack: Stack, log_dir: Path, apart: tuple[str, ...] = (), **overrides: str
-            ) -> Iterator[Daemon]:
-    daemon = Daemon(stack.env(**overrides), log_dir / f"daemon-{uuid.uuid4().hex[:6]}.log",
-                    apart)
+def running(stack: Stack, log_dir: Path, **overrides: str) -> Iterator[Daemon]:
+    daemon = Daemon(stack.env(**overrides), log_dir / f"daemon-{uuid.uuid4().hex[:6]}.log")
     try:
         daemon.wait_ready()
         yield daemon
