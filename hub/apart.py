@@ -15,8 +15,9 @@ The daemon and its children are one daemon to whoever runs it:
 
 - a child dies with the daemon (``PR_SET_PDEATHSIG`` on Linux, and a check of its parent
   every half second anywhere): SIGKILL the daemon and none of its parts goes on alone;
-- SIGTERM or SIGINT stops the daemon, which stops its children and waits for them (within
-  ``HUB_SHUTDOWN_GRACE``) before it exits;
+- SIGTERM or SIGINT stops the daemon, which stops its children and waits for them (each
+  has ``HUB_SHUTDOWN_GRACE`` for its parts) before it exits with 0; one that comes while
+  the daemon is still migrating its store, before the fork, ends it with 0 as well;
 - a child that exits on its own (a crash, an out-of-memory kill) is started again after a
   back-off, as ``python -m hub run --only NAME`` (a process that runs threads cannot safely
   fork), watched the same way.
@@ -123,7 +124,7 @@ class Children(Part):
         while not stop.wait(0.5):
             for child in list(self._children.values()):
                 self._check(child)
-        self._stop_all()
+        self.stop_all()
 
     def _check(self, child: _Child) -> None:
         if child.name in self._restart_at:
@@ -147,7 +148,9 @@ class Children(Part):
         child.pid, child.process, child.started = process.pid, process, time.monotonic()
         log.info("part %s started again (pid %d)", child.name, child.pid)
 
-    def _stop_all(self) -> None:
+    def stop_all(self) -> None:
+        """SIGTERM the children still running and wait for them (within the shutdown grace),
+        then SIGKILL what is left."""
         running = [c for c in self._children.values() if c.exited() is None]
         for child in running:
             with contextlib.suppress(ProcessLookupError):

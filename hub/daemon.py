@@ -25,7 +25,7 @@ from hub.errors import HubError, PermanentError
 from hub.parts import Part, build_parts, part_types
 from hub.runtime import Runtime
 from hub.settings import Settings
-from hub.signals import stopping_on_signals
+from hub.signals import hold_stop_signals, stopping_on_signals
 from hub.store.db import Store
 from hub.store.types import utcnow
 
@@ -208,15 +208,23 @@ def run(settings: Settings, only: Sequence[str] = (), without: Sequence[str] = (
         from hub import apart as processes
 
         # Migrated here, not by each process at once (SQLite has no lock to take for it).
-        # Until the parts are forked, SIGTERM and SIGINT end the daemon as they would any
-        # program: nothing has started that needs stopping.
-        store = Store(settings.database, connect_timeout=settings.connect_timeout)
-        try:
-            until_ok(threading.Event(), "migrate the hub store", store.migrate)
-        finally:
-            store.dispose()
-        processes.preload(settings)
-        settle_heap()
+        # A stop signal before the fork ends the daemon cleanly; one from the moment the
+        # signal thread is gone stays pending, in the daemon and in its children, until
+        # each one's parts can stop (_serve): no thread may run while the daemon forks.
+        early = threading.Event()
+        with stopping_on_signals(early):
+            store = Store(settings.database, connect_timeout=settings.connect_timeout)
+            try:
+                until_ok(early, "migrate the hub store", store.migrate)
+            finally:
+                store.dispose()
+            if not early.is_set():
+                processes.preload(settings)
+                settle_heap()
+            hold_stop_signals()
+        if early.is_set():
+            log.info("stopped before the parts started")
+            return 0
         children = processes.fork(
             apart, lambda name, daemon: run(settings, only=(name,), parent=daemon))
     return _serve(settings, only, [*without, *apart], children, parent)
@@ -227,10 +235,12 @@ def _serve(settings: Settings, only: Sequence[str], without: Sequence[str],
     runtime = Runtime.open(settings)
     parts = [p for p in build_parts(runtime)
              if (not only or p.name in only) and p.name not in without]
+    keeper = None
     if children:
         from hub.apart import Children
 
-        parts.append(Children(runtime, children))
+        keeper = Children(runtime, children)
+        parts.append(keeper)
     daemon = Daemon(runtime, parts)
     if parent is not None:
         from hub.apart import follow_parent
@@ -244,5 +254,7 @@ def _serve(settings: Settings, only: Sequence[str], without: Sequence[str],
                 daemon.start()
                 daemon.wait()
     finally:
+        if keeper is not None:  # stopped before its part ran, or a failure: stop them here
+            keeper.stop_all()
         runtime.close()
     return 0

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["STOP_SIGNALS", "stopping_on_signals"]
+__all__ = ["STOP_SIGNALS", "hold_stop_signals", "stopping_on_signals"]
 
 log = logging.getLogger("hub.signals")
 
@@ -31,11 +31,13 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 @contextlib.contextmanager
 def stopping_on_signals(stop: threading.Event) -> Iterator[None]:
     """Set ``stop`` on SIGTERM or SIGINT while the block runs; then put back the handlers
-    there were. Enter it in the main thread."""
+    there were. Enter it in the main thread. A stop signal that :func:`hold_stop_signals`
+    kept pending arrives here."""
     read, write = os.pipe()
     os.set_blocking(write, False)
     previous = {signum: signal.signal(signum, _noted) for signum in STOP_SIGNALS}
     previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def relay() -> None:
         with open(read, "rb", buffering=0) as signals:
@@ -55,6 +57,13 @@ def stopping_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(signum, handler)
         os.close(write)
         thread.join(5)
+
+
+def hold_stop_signals() -> None:
+    """Keep SIGTERM and SIGINT pending in this thread (and in processes it forks) until the
+    next :func:`stopping_on_signals` takes them: for the moments between two such blocks in
+    which a stop signal must neither be lost nor end the process the default way."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def _noted(_signum: int, _frame: FrameType | None) -> None:

@@ -107,3 +107,23 @@ def test_an_unknown_part_in_hub_apart_is_refused(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert run.returncode != 0
     assert "unknown part(s) in HUB_APART: erp-aplier" in run.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_before_the_fork_ends_the_daemon_cleanly(tmp_path: Path,
+                                                               signum: int) -> None:
+    """With HUB_APART the daemon migrates its store before it forks; while the store is down
+    it waits there, and a stop signal then ends it with exit code 0 and forks nothing."""
+    env = hub_env(HUB_VAR_DIR=str(tmp_path / "var"), HUB_APART="erp-applier",
+                  HUB_HTTP_PORT=str(free_port()), HUB_CONNECT_TIMEOUT="1",
+                  HUB_DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/hub")
+    with daemon(tmp_path, env) as proc:
+        log = tmp_path / "daemon.log"
+        wait_for(lambda: "cannot migrate the hub store yet" in log.read_text(), 60,
+                 "the daemon waiting for its store")
+        proc.send_signal(signum)
+        assert proc.wait(30) == 0
+    text = log.read_text()
+    assert f"signal {signal.Signals(signum).name} received" in text
+    assert "stopped before the parts started" in text
+    assert "runs in a process of its own" not in text
