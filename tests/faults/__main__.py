@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pg-restarts", type=int, default=1)
     parser.add_argument("--no-erp-changes", action="store_true",
                         help="leave out the ERP clerk's confirmations")
+    parser.add_argument("--apart", action="store_true",
+                        help="run the hub as one daemon with HUB_APART=erp-applier (killing a "
+                             "part kills its forked ERP applier), not a process per part")
     parser.add_argument("--converge-timeout", type=float, default=300.0)
     parser.add_argument("--seed", type=int, default=6)
     parser.add_argument("--workdir", type=Path, default=None,
@@ -46,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     config = Config(
         orders=args.orders, rate=args.rate, converge_timeout=args.converge_timeout,
-        seed=args.seed, keep=args.keep, erp_changes=not args.no_erp_changes,
+        seed=args.seed, keep=args.keep, erp_changes=not args.no_erp_changes, apart=args.apart,
         counts={"kill": args.kills, "broker-restart": args.broker_restarts,
                 "memory-alarm": args.memory_alarms, "mariadb-outage": args.mariadb_outages,
                 "pg-restart": args.pg_restarts},

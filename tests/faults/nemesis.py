@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.faults.daemon import PARTS, HubProcesses
+from tests.faults.daemon import ApartDaemon, HubProcesses
 from tests.faults.servers import Servers
 
 __all__ = ["KINDS", "Fault", "Nemesis"]
@@ -43,7 +43,7 @@ class Fault:
 @dataclass
 class Nemesis:
     servers: Servers
-    hub: HubProcesses
+    hub: HubProcesses | ApartDaemon
     counts: dict[str, int]
     window: float
     seed: int = 6
@@ -90,7 +90,7 @@ class Nemesis:
             if nth % 2 == 0:
                 self.hub.kill()
                 return "daemon (all parts)"
-            part = rng.choice(PARTS)
+            part = rng.choice(self.hub.parts)
             self.hub.kill((part,))
             return f"part {part}"
         if kind == "broker-restart":

@@ -23,7 +23,7 @@ from connectors.erp.schema import ordr
 from hub.demo.reference import create_schemas, ensure_database, seed
 from hub.store import Store
 from hub.store.engine import make_engine
-from tests.faults.daemon import HubProcesses
+from tests.faults.daemon import ApartDaemon, HubProcesses
 from tests.faults.nemesis import KINDS, Fault, Nemesis
 from tests.faults.reconcile import Reconciliation, progress, reconcile
 from tests.faults.servers import Servers, free_port
@@ -43,6 +43,7 @@ class Config:
     seed: int = 6
     keep: bool = False
     erp_changes: bool = True
+    apart: bool = False  # one daemon with HUB_APART=erp-applier, not a process per part
 
 
 @dataclass
@@ -185,7 +186,8 @@ def _run(config: Config, servers: Servers, root: Path, report: Report) -> None:
         "HUB_HTTP_PORT": str(free_port()), "HUB_LOG_FORMAT": "json", "HUB_POLL_INTERVAL": "0.5",
     })
     crm, erp, hub = make_engine(urls["crm"]), make_engine(urls["erp"]), make_engine(hub_url)
-    hub_procs = HubProcesses(env, root)
+    hub_procs: HubProcesses | ApartDaemon = (
+        ApartDaemon(env, root) if config.apart else HubProcesses(env, root))
     stop, stop_clerk = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
     try:
@@ -236,7 +238,7 @@ def _run(config: Config, servers: Servers, root: Path, report: Report) -> None:
 
 
 def _converge(config: Config, crm: Engine, erp: Engine, hub: Engine, submitted: list[str],
-              procs: HubProcesses) -> tuple[float | None, Reconciliation]:
+              procs: HubProcesses | ApartDaemon) -> tuple[float | None, Reconciliation]:
     """Wait until the reconciliation passes (or the timeout); the moment it first passed."""
     deadline = time.monotonic() + config.converge_timeout
     last = Reconciliation()

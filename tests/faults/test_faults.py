@@ -1,6 +1,7 @@
 """The fault suite, short: 1,000 CRM orders through the real stack on private servers while
-the nemesis SIGKILLs the daemon and its parts, restarts the broker, raises a memory alarm, and
-takes MariaDB and PostgreSQL down; then the independent reconciliation.
+the nemesis SIGKILLs the daemon and its parts (or, with ``HUB_APART``, its forked part),
+restarts the broker, raises a memory alarm, and takes MariaDB and PostgreSQL down; then the
+independent reconciliation.
 
 The full run is ``make faults`` (see docs/reliability.md).
 """
@@ -15,9 +16,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.rabbitmq, pytest.mark.postgres, pyte
 
 
 @pytest.mark.timeout(900)
-def test_1000_orders_under_faults_none_lost_none_doubled() -> None:
+@pytest.mark.parametrize("apart", [False, True], ids=["process-per-part", "hub-apart"])
+def test_1000_orders_under_faults_none_lost_none_doubled(apart: bool) -> None:
+    """Each part in a process of its own (the nemesis kills the daemon or one part), or one
+    daemon that forks its ERP applier (``HUB_APART``; it kills the daemon or that child)."""
     config = Config(
-        orders=1000, rate=20.0, converge_timeout=240.0,
+        orders=1000, rate=20.0, converge_timeout=240.0, apart=apart,
         counts={"kill": 3, "broker-restart": 2, "memory-alarm": 1, "mariadb-outage": 1,
                 "pg-restart": 1},
     )
