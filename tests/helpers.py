@@ -36,6 +36,16 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str =
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running: a zombie has exited, only its parent has not
+    reaped it yet."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def hub_env(**overrides: str) -> dict[str, str]:
     """The environment for a hub subprocess: this one's, minus any HUB_* the caller has set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from hub.demo.backlog import load_backlog
 from hub.store.engine import make_engine
-from tests.helpers import daemon, free_port, hub_env, wait_for
+from tests.helpers import alive, daemon, free_port, hub_env, wait_for
 from tests.stacks import daemon_stack, synced_orders
 
 
@@ -49,14 +49,6 @@ def _processes(env: dict[str, str]) -> dict[str, int]:
             if c["state"] == "running"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
-
-
 def test_the_erp_applier_runs_apart_and_lives_and_dies_with_the_daemon(
         stack: tuple[dict[str, str], Engine], tmp_path: Path) -> None:
     env, crm = stack
@@ -79,7 +71,7 @@ def test_the_erp_applier_runs_apart_and_lives_and_dies_with_the_daemon(
         again = _processes(env)["erp-applier"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
-        assert not _alive(again), "SIGTERM stopped the part running apart too"
+        assert not alive(again), "SIGTERM stopped the part running apart too"
         log = (tmp_path / "daemon.log").read_text()
         assert "Traceback" not in log
         running = [json.loads(line) for line in log.splitlines() if '"hub running"' in line]
@@ -91,13 +83,13 @@ def test_the_erp_applier_runs_apart_and_lives_and_dies_with_the_daemon(
         wait_for(lambda: _processes(env).get("erp-applier") not in (None, again), 60,
                  "the daemon forked its applier again")
         child = _processes(env)["erp-applier"]
-        assert _alive(child)
+        assert alive(child)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         deadline = time.monotonic() + 10
-        while _alive(child) and time.monotonic() < deadline:
+        while alive(child) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(child), "a part running apart dies with its daemon"
+        assert not alive(child), "a part running apart dies with its daemon"
 
 
 def test_an_unknown_part_in_hub_apart_is_refused(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from hub.parts import part_types
+from tests.helpers import alive
 
 __all__ = ["PARTS", "ApartDaemon", "HubProcesses"]
 
@@ -141,7 +142,7 @@ class ApartDaemon:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
             deadline = time.monotonic() + 10  # PR_SET_PDEATHSIG: gone at once
-            while any(_alive(pid) for pid in orphans) and time.monotonic() < deadline:
+            while any(alive(pid) for pid in orphans) and time.monotonic() < deadline:
                 time.sleep(0.1)
             self._start()
 
@@ -182,11 +183,3 @@ class ApartDaemon:
                     if code != -signal.SIGKILL:
                         found.append((event.split()[1], code))
         return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
