@@ -13,7 +13,7 @@ from hub.demo.people import Line
 from hub.store.deadletters import DeadLetters
 from tests.helpers import wait_for
 from tests.ops.conftest import Ops, log_in
-from tests.sync.test_order_sync import LINES, crm_row, erp_row
+from tests.sync.test_order_sync import LINES, crm_row, erp_row, open_letters
 
 ORDERS_APPLIED = "[data-flow='crm:order.changed:erp'] [data-metric=applied]"
 ANSWERS_APPLIED = "[data-flow='erp:order.status:crm'] [data-metric=applied]"
@@ -79,6 +79,7 @@ def test_replay_a_dead_letter_from_the_dashboard(page: Page, any_ops: Ops) -> No
     order_id = stack.sales().submit_order(stack.account(), [Line("SOLV-NEW", D("5"), D("2"))])
     wait_for(lambda: crm_row(stack, order_id).integration_status == "error", 60, "the error")
     number = crm_row(stack, order_id).order_number
+    open_letters(stack, number, "the dead letter")
     log_in(page, ops)
     assert int(page.locator("#dead-open").inner_text()) >= 1
     page.click("header nav >> text=Dead letters")
@@ -141,6 +142,8 @@ def test_replay_several_dead_letters_at_once(page: Page, ops: Ops) -> None:
         wait_for(lambda o=order_id: crm_row(stack, o).integration_status == "error", 60,
                  "the errors")
     numbers = [crm_row(stack, o).order_number for o in ids]
+    for number in numbers:
+        open_letters(stack, number, "the dead letters")
     log_in(page, ops, path="/ops/dead-letters")
     letters = []
     for number in numbers:

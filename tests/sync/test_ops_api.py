@@ -15,7 +15,7 @@ from hub.tokens import CUSTOMER, STAFF, ApiTokens
 from tests.certificates.world import served
 from tests.helpers import wait_for
 from tests.sync.conftest import Stack
-from tests.sync.test_order_sync import crm_row, erp_lines, erp_row
+from tests.sync.test_order_sync import crm_row, erp_lines, erp_row, open_letters
 
 
 def test_staff_replay_a_dead_letter_over_http_and_trace_the_order(stack: Stack) -> None:
@@ -25,6 +25,7 @@ def test_staff_replay_a_dead_letter_over_http_and_trace_the_order(stack: Stack) 
     order_id = stack.sales().submit_order(stack.account(), [Line("SOLV-NEW", D("5"), D("2"))])
     wait_for(lambda: crm_row(stack, order_id).integration_status == "error", 60, "the error")
     number = crm_row(stack, order_id).order_number
+    open_letters(stack, number, "the dead letter")
     as_staff = {"Authorization": f"Bearer {staff}"}
     with served(create_app(stack.runtime)) as http:
         assert http.get("/api/v1/dead-letters").status_code == 401
@@ -67,6 +68,8 @@ def test_staff_edit_discard_and_replay_many_dead_letters_over_http(stack: Stack)
         wait_for(lambda o=order_id: crm_row(stack, o).integration_status == "error", 60,
                  "the error")
     numbers = [crm_row(stack, o).order_number for o in orders]
+    for number in numbers:
+        open_letters(stack, number, "the dead letters")
     as_staff = {"Authorization": f"Bearer {staff}"}
     with served(create_app(stack.runtime)) as http:
         letters = http.get("/api/v1/dead-letters", headers=as_staff).json()

@@ -23,7 +23,7 @@ from connectors.erp.schema import ocrd, oitm, ordr, rdr1
 from hub.demo.people import Line
 from hub.model.messages import DeliveryPosted
 from hub.replay import replay
-from hub.store.deadletters import DeadLetters
+from hub.store.deadletters import DeadLetter, DeadLetters
 from hub.store.tables import conflict, id_xref
 from hub.store.types import utcnow
 from hub.sync.state import SyncState
@@ -215,6 +215,21 @@ def test_a_delivery_of_an_order_whose_lines_an_earlier_hub_bound(stack: Stack) -
     assert shipped_lines(stack, order_id) == [(2, "B2611-0009", D("800.000"))]
 
 
+def open_letters(stack: Stack, key: str, what: str) -> list[DeadLetter]:
+    """The open dead letters under ``key``, once there is one. The applier commits its error
+    answer to the CRM with its own work and the bus dead-letters the message after that, so
+    the CRM can show the error a moment before the letter is stored."""
+    found: list[DeadLetter] = []
+
+    def check() -> bool:
+        with stack.runtime.store.begin() as hub:
+            found[:] = [d for d in DeadLetters.list(hub) if d.correlation_key == key]
+        return bool(found)
+
+    wait_for(check, 30, what)
+    return found
+
+
 def test_cancellation_and_cancel_after_shipment(stack: Stack) -> None:
     sales, erp = stack.sales(), stack.erp_user()
     order_id = sales.submit_order(stack.account(), LINES[:1])
@@ -264,9 +279,8 @@ def test_unknown_item_is_an_error_the_sales_person_can_fix_and_replay(stack: Sta
     assert "ETAC-99X" in crm_row(stack, order_id).integration_message
     assert erp_row(stack, order_id) is None
     number = crm_row(stack, order_id).order_number  # the CRM first (see above)
-    with stack.runtime.store.begin() as hub:
-        letters = [d for d in DeadLetters.list(hub) if d.correlation_key == number]
-    assert letters and "ETAC-99X" in letters[0].reason
+    letters = open_letters(stack, number, "the order's dead letter")
+    assert "ETAC-99X" in letters[0].reason
     other = stack.sales().submit_order(stack.account(), LINES[:1])
     synced(stack, other)  # other orders keep flowing
     # Refused once, not again on every poll: the hub's error note is a new CRM version of an
@@ -303,12 +317,10 @@ def test_unknown_customer_is_an_error_until_the_customer_reaches_the_erp(stack: 
     assert "customer C09001 does not exist in the ERP" in message, message
     assert erp_row(stack, order_id) is None
     number = crm_row(stack, order_id).order_number
-    with stack.runtime.store.begin() as hub:
-        letters = DeadLetters.list(hub)
-    account_letter = [d for d in letters if d.correlation_key == "C09001"]
-    order_letter = [d for d in letters if d.correlation_key == number]
-    assert account_letter and "too long" in account_letter[0].reason
-    assert order_letter and "C09001" in order_letter[0].reason
+    account_letter = open_letters(stack, "C09001", "the account's dead letter")
+    order_letter = open_letters(stack, number, "the order's dead letter")
+    assert "too long" in account_letter[0].reason
+    assert "C09001" in order_letter[0].reason
     synced(stack, stack.sales().submit_order(stack.account(), LINES[:1]))  # others flow
 
     with stack.crm.begin() as conn:  # the fix, made where the mistake was
