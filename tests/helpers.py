@@ -36,14 +36,20 @@ def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str =
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state, parent pid, ...);
+    None when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def alive(pid: int) -> bool:
     """Whether process ``pid`` is running: a zombie has exited, only its parent has not
     reaped it yet."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    stat = proc_stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def hub_env(**overrides: str) -> dict[str, str]:

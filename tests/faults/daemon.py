@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from hub.parts import part_types
-from tests.helpers import alive
+from tests.helpers import alive, proc_stat
 
 __all__ = ["PARTS", "ApartDaemon", "HubProcesses"]
 
@@ -119,14 +119,9 @@ class ApartDaemon:
 
     def _children(self) -> list[int]:
         assert self.proc is not None
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                    if int(stat[1]) == self.proc.pid and stat[0] != "Z":
-                        found.append(int(entry.name))
-        return found
+        return [pid for pid in (int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit())
+                if (stat := proc_stat(pid)) is not None and stat[0] != "Z"
+                and stat[1] == str(self.proc.pid)]
 
     def kill(self, parts: tuple[str, ...] = PARTS) -> None:
         with self._lock:
