@@ -37,7 +37,6 @@ def stopping_on_signals(stop: threading.Event) -> Iterator[None]:
     os.set_blocking(write, False)
     previous = {signum: signal.signal(signum, _noted) for signum in STOP_SIGNALS}
     previous_fd = signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def relay() -> None:
         with open(read, "rb", buffering=0) as signals:
@@ -47,8 +46,13 @@ def stopping_on_signals(stop: threading.Event) -> Iterator[None]:
                         log.info("signal %s received", signal.Signals(signum).name)
                         stop.set()
 
+    # The relay thread is born with the stop signals blocked, so the kernel never hands it
+    # one: once the block has ended the thread lingers a moment after join() returns, and a
+    # signal it took then met the default handler and ended the process.
     thread = threading.Thread(target=relay, name="signals", daemon=True)
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     thread.start()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
