@@ -16,8 +16,10 @@ The daemon and its children are one daemon to whoever runs it:
 - a child dies with the daemon (``PR_SET_PDEATHSIG`` on Linux, and a check of its parent
   every half second anywhere): SIGKILL the daemon and none of its parts goes on alone;
 - SIGTERM or SIGINT stops the daemon, which stops its children and waits for them (each
-  has ``HUB_SHUTDOWN_GRACE`` for its parts) before it exits with 0; one that comes while
-  the daemon is still migrating its store, before the fork, ends it with 0 as well;
+  has ``HUB_SHUTDOWN_GRACE`` for its parts) before it exits with 0. A child still running
+  when that grace is up is killed, so the whole daemon stops within the grace, as one
+  process does. A signal that comes while the daemon is still migrating its store, before
+  the fork, ends it with 0 as well;
 - a child that exits on its own (a crash, an out-of-memory kill) is started again after a
   back-off, as ``python -m hub run --only NAME`` (a process that runs threads cannot safely
   fork), watched the same way.
@@ -114,11 +116,15 @@ class Children(Part):
     """The daemon's part that keeps its children running and stops them with it."""
 
     name = "apart"
+    #: A child that does not stop within the grace is killed then; this is for that.
+    stop_margin = 2.0
 
     def __init__(self, runtime: Runtime, children: dict[str, int]) -> None:
         super().__init__(runtime)
         self._children = {name: _Child(name, pid) for name, pid in children.items()}
         self._restart_at: dict[str, float] = {}
+        self._stopping = threading.Lock()
+        self._deadline: float | None = None  # monotonic; set by the first stop_all()
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(0.5):
@@ -149,22 +155,29 @@ class Children(Part):
         log.info("part %s started again (pid %d)", child.name, child.pid)
 
     def stop_all(self) -> None:
-        """SIGTERM the children still running and wait for them (within the shutdown grace),
-        then SIGKILL what is left."""
-        running = [c for c in self._children.values() if c.exited() is None]
-        for child in running:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.runtime.settings.shutdown_grace
-        while running and time.monotonic() < deadline:
-            time.sleep(0.1)
-            running = [c for c in running if c.exited() is None]
-        for child in running:
-            log.warning("part %s (pid %d) did not stop in time; killing it", child.name,
-                        child.pid)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child.pid, signal.SIGKILL)
-            _wait_quietly(child)
+        """SIGTERM the children still running and wait for them until the shutdown grace is
+        up, then SIGKILL and reap what is left.
+
+        The grace counts from the first call. The part's thread calls this when the daemon
+        stops, and the daemon's main thread calls it again on its way out (in case the part
+        never ran): the second call waits for the first and finds nothing left to stop, where
+        it used to give a child still stopping a whole grace of its own."""
+        with self._stopping:
+            if self._deadline is None:
+                self._deadline = time.monotonic() + self.runtime.settings.shutdown_grace
+            running = [c for c in self._children.values() if c.exited() is None]
+            for child in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGTERM)
+            while running and time.monotonic() < self._deadline:
+                time.sleep(0.1)
+                running = [c for c in running if c.exited() is None]
+            for child in running:
+                log.warning("part %s (pid %d) did not stop in time; killing it", child.name,
+                            child.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.pid, signal.SIGKILL)
+                _wait_quietly(child)
 
     def detail(self) -> dict[str, Any]:
         return {"processes": {c.name: c.pid for c in self._children.values()}}

@@ -168,12 +168,15 @@ class Daemon:
         self.shutdown()
 
     def shutdown(self) -> None:
-        """Stop every part, giving them ``shutdown_grace`` seconds to finish."""
+        """Stop every part, giving them ``shutdown_grace`` seconds to finish (and a part
+        with a :attr:`~hub.parts.Part.stop_margin` that much more)."""
         self.stop.set()
         log.info("stopping")
         deadline = time.monotonic() + self.runtime.settings.shutdown_grace
+        margins = {p.name: p.stop_margin for p in self.parts}
         for thread in self._threads:
-            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+            thread.join(timeout=max(0.1, deadline + margins.get(thread.name, 0.0)
+                                    - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
         if stuck:
             log.warning("parts still busy at shutdown (their messages will be redelivered)",

@@ -36,6 +36,9 @@ class Part(ABC):
     """One long-running piece of the daemon."""
 
     name: ClassVar[str]
+    #: Seconds past the shutdown grace the daemon waits for this part's thread: what the
+    #: part needs after the grace to end what did not stop in it (see :class:`hub.apart.Children`).
+    stop_margin: ClassVar[float] = 0.0
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime

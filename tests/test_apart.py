@@ -119,3 +119,22 @@ def test_a_stop_signal_before_the_fork_ends_the_daemon_cleanly(tmp_path: Path,
     assert f"signal {signal.Signals(signum).name} received" in text
     assert "stopped before the parts started" in text
     assert "runs in a process of its own" not in text
+
+
+def test_a_part_apart_that_does_not_stop_is_killed_when_the_grace_is_up(tmp_path: Path
+                                                                        ) -> None:
+    """The daemon gives its children the shutdown grace once: a child that has not stopped
+    by then (here it is frozen, SIGSTOP) is killed, and the daemon exits with 0 without
+    calling its own part that watches the children stuck."""
+    with daemon_stack("embedded", tmp_path, HUB_APART="erp-applier",
+                      HUB_SHUTDOWN_GRACE="3") as (env, _urls), daemon(tmp_path, env) as proc:
+        wait_for(lambda: "erp-applier" in _processes(env), 120, "the forked applier running")
+        child = _processes(env)["erp-applier"]
+        os.kill(child, signal.SIGSTOP)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not alive(child)
+    log = (tmp_path / "daemon.log").read_text()
+    assert f"part erp-applier (pid {child}) did not stop in time; killing it" in log
+    assert "parts still busy at shutdown" not in log, log[-2000:]
+    assert "Traceback" not in log
