@@ -138,6 +138,9 @@ class ErpApplier(Applier):
         failed: dict[int, HubError] = {}
         with self._erp_writer().begin() as conn:
             live = [i for i, plan in enumerate(plans) if not plan.stale]
+            unanswered = [i for i, plan in enumerate(plans) if _unanswered(plan)]
+            current = dict(zip(unanswered, self._as_is(conn, [plans[i] for i in unanswered]),
+                               strict=True))
             found = orders.find_many_by_crm_id(conn, [
                 plans[i].message.order.crm_id or "" for i in live
                 if not plans[i].bound and plans[i].message.order.crm_id])
@@ -201,6 +204,8 @@ class ErpApplier(Applier):
                     answers.append(self._error_answer(plan.message, reason))
                 elif index in written:
                     answers.append(self._answer(plan.message, written[index]))
+                elif (now := current.get(index)) is not None:
+                    answers.append(self._answer(plan.message, now))
             Outbox.add(hub, answers, partitions=self.runtime.settings.partitions)
             Inbox.claim(hub, self.name, [str(plan.message.message_id)
                                          for index, plan in enumerate(plans)
@@ -313,9 +318,17 @@ class ErpApplier(Applier):
         store = self.runtime.store
         with store.begin() as hub:
             plan = self._plans(hub, [message])[0]
-        if plan.stale:
+        if plan.stale:  # a newer change of this order was applied: nothing to write
+            now = None
+            if _unanswered(plan):
+                with self._erp_writer().connect() as conn:
+                    now = self._as_is(conn, [plan])[0]
             with store.begin() as hub:
-                self.done(hub, message)  # stale: a newer change of this order was applied
+                if now is not None:
+                    Outbox.add(hub, [self._answer(message, now)],
+                               partitions=self.runtime.settings.partitions)
+                self.done(hub, message)
+            self.runtime.outbox_wakeup.set()
             return
         try:
             with self._erp_writer().begin() as conn:
@@ -345,6 +358,20 @@ class ErpApplier(Applier):
         if doc is None:
             return None, None, None, [], note
         return self._read_back(conn, {doc: conflicts})[doc]
+
+    def _as_is(self, conn: Connection, plans: Sequence[OrderPlan]) -> list[Written | None]:
+        """The orders of ``plans`` as the ERP holds them now, found by their CRM ids (None
+        where the ERP has none), to answer a stale change with: see :func:`_unanswered`."""
+        found = ErpOrders().find_many_by_crm_id(
+            conn, [plan.message.order.crm_id for plan in plans if plan.message.order.crm_id])
+        back = self._read_back(conn, {doc: [] for doc in found.values()}) if found else {}
+        for plan in plans:
+            if (crm_id := plan.message.order.crm_id) in found:
+                log.info("order %s: answering a change older than the CRM's version with the "
+                         "ERP's order as it is (DocEntry %s): the CRM has no ERP number from "
+                         "the hub yet", plan.message.correlation_key, found[crm_id])
+        return [back[found[crm_id]] if (crm_id := plan.message.order.crm_id) in found
+                else None for plan in plans]
 
     @staticmethod
     def _read_back(conn: Connection, changed: Mapping[int, list[Any]], *,
@@ -427,6 +454,20 @@ class ErpApplier(Applier):
             Outbox.add(hub, [self._error_answer(message, reason)],
                        partitions=self.runtime.settings.partitions)
         self.runtime.outbox_wakeup.set()
+
+
+def _unanswered(plan: OrderPlan) -> bool:
+    """A stale change whose order the hub may never have answered: as far as the hub knows,
+    the CRM does not hold the ERP's number. The ERP committed the order, and the process
+    died before the answer was stored; meanwhile a hub write into the CRM (an ERP change,
+    say the clerk confirmed the order) made a new CRM version that the CRM poller rightly
+    does not send again, so this change, when it comes again, is older than what the hub
+    knows of the CRM. It is answered with the order as the ERP holds it now."""
+    if not plan.stale:
+        return False
+    erp, crm = plan.state.sides.get("erp"), plan.state.sides.get("crm")
+    erp_number = erp.fields.get("erp_doc_num") if erp is not None else None
+    return erp_number is None or crm is None or crm.fields.get("erp_doc_num") != erp_number
 
 
 def _settled(hub: Connection, plans: Sequence[OrderPlan]) -> None:
