@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from hub.bus.base import backoff
-from hub.components import Components
+from hub.components import Components, process_memory, worker_memory
 from hub.errors import HubError, PermanentError
 from hub.parts import Part, build_parts, part_types
 from hub.runtime import Runtime
@@ -153,11 +153,13 @@ class Daemon:
 
     def _beat_all(self) -> None:
         try:
+            # The process's, and its workers', with each of its parts.
+            memory = {**process_memory(), **worker_memory()}
             with self.runtime.store.begin() as conn:
                 for part in self.parts:
                     Components.beat(conn, part.name, self.states[part.name],
                                     started_at=self.started_at, last_poll_at=part.last_poll_at,
-                                    detail=part.detail())
+                                    detail={**part.detail(), **memory})
         except HubError as exc:
             log.warning("cannot record heartbeats: %s", exc)
 

@@ -23,7 +23,9 @@ __all__ = [
     "ConnectorHealth",
     "DeadLetterCount",
     "Flow",
+    "OrdersAwaiting",
     "OutboxReading",
+    "ProcessMemory",
     "Readings",
     "Route",
     "RouteCount",
@@ -162,6 +164,30 @@ class ComponentHealth:
     heartbeat_age: float
     last_poll_age: float | None
     detail: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ProcessMemory:
+    """One process of the hub that has parts up, with its resident memory (bytes) as its
+    last heartbeat gave it, now and at its peak."""
+
+    process: str
+    rss_bytes: int
+    peak_bytes: int
+    parts: tuple[str, ...]
+    #: For a worker process (the certificate renderer), which runs no parts: its parent.
+    worker_of: str | None = None
+
+
+@dataclass(frozen=True)
+class OrdersAwaiting:
+    """CRM orders sent on to the ERP with no ERP number and no error yet, as the CRM
+    poller last counted them (every 30 s): how many, and how long ago the oldest of them
+    last changed (None when there are none). Seconds for an order in flight; an order that
+    stays is one the sync has not finished."""
+
+    count: int
+    oldest_seconds: float | None
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,14 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select
 
-from hub.components import Components
+from hub.components import (
+    AWAITING_KEY,
+    OLDEST_KEY,
+    PEAK_KEY,
+    RSS_KEY,
+    WORKERS_KEY,
+    Components,
+)
 from hub.errors import HubError
 from hub.outbox import Outbox
 from hub.reading_values import (
@@ -64,7 +71,9 @@ from hub.reading_values import (
     ConnectorHealth,
     DeadLetterCount,
     Flow,
+    OrdersAwaiting,
     OutboxReading,
+    ProcessMemory,
     Readings,
     Route,
     RouteCount,
@@ -90,11 +99,11 @@ if TYPE_CHECKING:
 __all__ = [
     "LATENCY_BUCKETS", "OUTCOMES", "RENDER_BUCKETS", "STALE_SECONDS", "CertificateReading",
     "ComponentHealth", "ConflictCount", "ConflictReading", "ConflictSeen", "ConnectorHealth",
-    "DeadLetterCount", "Flow", "Histogram", "OutboxReading", "Readings", "Route", "RouteCount",
-    "SeriesPoint", "SourceLag", "by_route", "certificate_outcomes", "certificates",
-    "components", "conflicts", "connector_of", "connectors", "dead_letters", "flows",
-    "latencies", "message_counts", "outbox", "queue_depths", "read", "series",
-    "sources", "target_of",
+    "DeadLetterCount", "Flow", "Histogram", "OrdersAwaiting", "OutboxReading", "ProcessMemory",
+    "Readings", "Route", "RouteCount", "SeriesPoint", "SourceLag", "by_route",
+    "certificate_outcomes", "certificates", "components", "conflicts", "connector_of",
+    "connectors", "dead_letters", "flows", "latencies", "message_counts", "orders_awaiting",
+    "outbox", "processes", "queue_depths", "read", "series", "sources", "target_of",
 ]
 
 #: Upper bounds (seconds) of the certificate render-time histograms.
@@ -264,6 +273,48 @@ def components(conn: Connection, *, now: dt.datetime | None = None,
         c.state == "running" and c.age(now) < stale, round(_age(now, c.heartbeat_at), 3),
         None if c.last_poll_at is None else round(_age(now, c.last_poll_at), 3),
         c.detail) for c in Components.all(conn)]
+
+
+def processes(parts: Iterable[ComponentHealth]) -> list[ProcessMemory]:
+    """The processes with parts up, each with its memory from its freshest heartbeat (every
+    part of a process beats with the process's figures: :func:`~hub.components.process_memory`),
+    each followed by its worker processes (:func:`~hub.components.worker_memory`)."""
+    freshest: dict[str, ComponentHealth] = {}
+    names: dict[str, list[str]] = {}
+    for p in parts:
+        if not p.up or RSS_KEY not in p.detail:
+            continue
+        names.setdefault(p.process, []).append(p.name)
+        if p.process not in freshest or p.heartbeat_age < freshest[p.process].heartbeat_age:
+            freshest[p.process] = p
+    found: list[ProcessMemory] = []
+    for process, p in sorted(freshest.items()):
+        found.append(ProcessMemory(process, int(p.detail[RSS_KEY]),
+                                   int(p.detail.get(PEAK_KEY, p.detail[RSS_KEY])),
+                                   tuple(sorted(names[process]))))
+        host = process.rsplit(":", 1)[0]
+        for pid, memory in sorted(p.detail.get(WORKERS_KEY, {}).items()):
+            found.append(ProcessMemory(f"{host}:{pid}", int(memory[RSS_KEY]),
+                                       int(memory.get(PEAK_KEY, memory[RSS_KEY])), (),
+                                       worker_of=process))
+    return found
+
+
+def orders_awaiting(parts: Iterable[ComponentHealth], *, now: dt.datetime | None = None
+                    ) -> OrdersAwaiting | None:
+    """The count of CRM orders awaiting the ERP from the freshest running CRM poller's
+    heartbeat (see :class:`OrdersAwaiting`); None when no running poller has counted yet."""
+    now = now or utcnow()
+    counted = [p for p in parts if p.up and AWAITING_KEY in p.detail]
+    if not counted:
+        return None
+    freshest = min(counted, key=lambda p: p.heartbeat_age)
+    oldest = freshest.detail.get(OLDEST_KEY)
+    since = None if not oldest else dt.datetime.fromisoformat(oldest)
+    if since is not None and since.tzinfo is not None:  # the hub's times are naive UTC
+        since = since.astimezone(dt.UTC).replace(tzinfo=None)
+    return OrdersAwaiting(int(freshest.detail[AWAITING_KEY]),
+                          None if since is None else _age(now, since))
 
 
 def connectors(parts: Iterable[ComponentHealth]) -> list[ConnectorHealth]:

@@ -58,6 +58,11 @@ def _report(settings: Settings, r: Readings, errors: list[str]) -> dict[str, Any
             for c in r.components],
         "connectors": [{"name": c.name, "up": c.up, "parts": list(c.parts)}
                        for c in r.connectors],
+        "processes": [{"process": m.process, "rss_bytes": m.rss_bytes,
+                       "peak_bytes": m.peak_bytes, "parts": list(m.parts),
+                       "worker_of": m.worker_of}
+                      for m in readings.processes(r.components)],
+        "orders_awaiting_erp": _awaiting(readings.orders_awaiting(r.components, now=r.at)),
         "flows": [
             {"route": str(f.route), "type": f.route.type, "source": f.route.source,
              "target": f.route.target, "applied": f.applied, "retried": f.retried,
@@ -99,8 +104,18 @@ def _report(settings: Settings, r: Readings, errors: list[str]) -> dict[str, Any
     return report
 
 
+def _awaiting(found: readings.OrdersAwaiting | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {"count": found.count, "oldest_seconds": _round(found.oldest_seconds)}
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.0f} MiB"
 
 
 def _seconds(value: float | None) -> str:
@@ -121,6 +136,11 @@ def render(report: dict[str, Any]) -> str:
                          f"{poll:>10}  {c['process']}")
         lines.append("connectors: " + "  ".join(
             f"{c['name']} {'up' if c['up'] else 'DOWN'}" for c in report["connectors"]))
+        if report["processes"]:
+            lines.append("memory: " + "  ".join(
+                f"{m['process']} {_mib(m['rss_bytes'])} (peak {_mib(m['peak_bytes'])}"
+                + (f", worker of {m['worker_of']})" if m["worker_of"] else ")")
+                for m in report["processes"]))
     else:
         lines.append("no parts have reported yet: is `hub run` running?")
     minutes = report["window_seconds"] / 60
@@ -146,6 +166,10 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", f"outbox: {report['outbox']['pending']} waiting, "
                       f"oldest {report['outbox']['lag_seconds']:.1f}s",
                   f"dead letters: {report['dead_letters']}"]
+    if (awaiting := report["orders_awaiting_erp"]) is not None:
+        oldest = ("" if awaiting["oldest_seconds"] is None
+                  else f", the oldest changed {_seconds(awaiting['oldest_seconds'])} ago")
+        lines.append(f"CRM orders awaiting the ERP: {awaiting['count']}{oldest}")
     if "conflicts" in report:
         conflicts = report["conflicts"]
         lines.append(f"conflicts: {conflicts['total']}")

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import Engine
@@ -40,13 +41,25 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path
             crm.dispose()
 
 
-def _processes(env: dict[str, str]) -> dict[str, int]:
-    """Which process (pid) last reported each running part, from ``hub status --json``."""
+def _status(env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "hub", "status", "--json"], env=env,
                          capture_output=True, text=True, timeout=60)
-    report = json.loads(out.stdout)
-    return {c["name"]: int(c["process"].rsplit(":", 1)[1]) for c in report["components"]
+    return cast(dict[str, Any], json.loads(out.stdout))
+
+
+def _pid(process: str) -> int:
+    return int(process.rsplit(":", 1)[1])  # "host:pid"
+
+
+def _processes(env: dict[str, str]) -> dict[str, int]:
+    """Which process (pid) last reported each running part, from ``hub status --json``."""
+    return {c["name"]: _pid(c["process"]) for c in _status(env)["components"]
             if c["state"] == "running"}
+
+
+def _memory(env: dict[str, str]) -> dict[int, int]:
+    """Resident bytes of each process with parts up (pid -> bytes), from ``hub status --json``."""
+    return {_pid(p["process"]): p["rss_bytes"] for p in _status(env)["processes"]}
 
 
 def test_the_erp_applier_runs_apart_and_lives_and_dies_with_the_daemon(
@@ -61,6 +74,9 @@ def test_the_erp_applier_runs_apart_and_lives_and_dies_with_the_daemon(
         assert child != proc.pid and where["crm-poller"] == proc.pid
         assert where["apart"] == proc.pid, "the daemon watches its children"
         assert Path(f"/proc/{child}/status").read_text().count(f"PPid:\t{proc.pid}") == 1
+        memory = _memory(env)  # each process reports its own, the child too
+        assert set(memory) == {proc.pid, child}
+        assert all(20 * 2**20 < rss < 2**31 for rss in memory.values())
 
         os.kill(child, signal.SIGKILL)  # a crash of the part: started again, orders go on
         wait_for(lambda: _processes(env).get("erp-applier") not in (None, child), 60,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -154,6 +155,9 @@ def test_metrics_and_status_match_what_was_synced(running: Running) -> None:
         wait_for(lambda: _sample(running.scrape(), "hub_messages", "hub_messages_total",
                                  outcome="applied", **ROUTE) >= ORDERS + 1,
                  30, "the edit's apply journaled")
+        # The CRM poller's count of orders awaiting the ERP comes with its next heartbeat.
+        wait_for(lambda: "hub_crm_orders_awaiting_erp" in running.scrape(), 30,
+                 "the orders awaiting the ERP counted")
         families = running.scrape()
         status = running.status()
         proc.send_signal(signal.SIGTERM)
@@ -203,6 +207,18 @@ def test_metrics_and_status_match_what_was_synced(running: Running) -> None:
 
     assert status.returncode == 0, status.stdout + status.stderr
     report = json.loads(status.stdout)
+    # The daemon's memory, from its parts' heartbeats: one process, the one that served.
+    host = socket.gethostname()
+    memory = {m.labels["process"]: m.value for m in families[
+        "hub_process_resident_memory_bytes"].samples}
+    peak = {m.labels["process"]: m.value for m in families[
+        "hub_process_resident_memory_peak_bytes"].samples}
+    assert list(memory) == [m["process"] for m in report["processes"]] == [f"{host}:{proc.pid}"]
+    assert 20 * 2**20 < memory[f"{host}:{proc.pid}"] <= peak[f"{host}:{proc.pid}"] < 2**31
+    # Every order synced or refused: none awaits the ERP (the CRM poller counted at start).
+    assert _sample(families, "hub_crm_orders_awaiting_erp") == 0
+    assert _sample(families, "hub_crm_orders_awaiting_erp_oldest_seconds") == 0
+    assert report["orders_awaiting_erp"] == {"count": 0, "oldest_seconds": None}
     flow = next(f for f in report["flows"] if f["route"] == "order.changed crm→erp")
     assert flow["applied"] >= 1 and flow["latency_p50"] is not None
     assert report["conflicts"]["total"] >= 1 and report["dead_letters"] >= 1

@@ -3,6 +3,7 @@ conflicts, watermarks, heartbeats and certificates hold, counted in the database
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Mapping
@@ -178,6 +179,54 @@ def test_components_and_connectors_up_or_down(store: Store) -> None:
     assert parts["relay"].connector == "hub" and parts["crm-poller"].last_poll_age is not None
     up = {c.name: c.up for c in readings.connectors(parts.values())}
     assert up == {"crm": True, "erp": False, "hub": True, "certificates": True}
+
+
+def test_processes_memory_from_their_parts_heartbeats() -> None:
+    def part(name: str, process: str, age: float, rss: int | None, up: bool = True
+             ) -> readings.ComponentHealth:
+        detail = {} if rss is None else {"memory_rss_bytes": rss, "memory_peak_bytes": 2 * rss}
+        return readings.ComponentHealth(name, process, readings.connector_of(name), "running",
+                                        up, age, None, detail)
+
+    found = readings.processes([
+        part("relay", "h:1", 4.0, 100), part("crm-poller", "h:1", 1.0, 120),
+        part("erp-applier", "h:2", 2.0, 80),
+        part("certificates", "h:3", 90.0, 70, up=False),  # stale: its process may be gone
+        part("http", "h:4", 1.0, None),  # a heartbeat from before the hub kept memory
+    ])
+    assert found == [
+        readings.ProcessMemory("h:1", 120, 240, ("crm-poller", "relay")),  # the freshest beat
+        readings.ProcessMemory("h:2", 80, 160, ("erp-applier",)),
+    ]
+    # A process's workers (the certificate renderer) come with its heartbeats, after it.
+    daemon = part("certificates", "h:1", 1.0, 120)
+    workers = {"memory_workers": {"77": {"memory_rss_bytes": 90, "memory_peak_bytes": 95}}}
+    found = readings.processes([dataclasses.replace(daemon, detail={**daemon.detail,
+                                                                    **workers})])
+    assert found == [readings.ProcessMemory("h:1", 120, 240, ("certificates",)),
+                     readings.ProcessMemory("h:77", 90, 95, (), worker_of="h:1")]
+
+
+def test_orders_awaiting_the_erp_from_the_freshest_crm_poller() -> None:
+    now = dt.datetime(2026, 11, 25, 23, 0, 0)
+
+    def poller(process: str, age: float, detail: dict[str, Any], up: bool = True
+               ) -> readings.ComponentHealth:
+        return readings.ComponentHealth("crm-poller", process, "crm", "running", up, age,
+                                        None, detail)
+
+    assert readings.orders_awaiting([poller("h:1", 1.0, {})], now=now) is None  # not counted
+    found = readings.orders_awaiting([
+        poller("h:1", 9.0, {"orders_awaiting_erp": 7,
+                            "oldest_awaiting_erp_at": "2026-11-25T22:00:00"}),
+        poller("h:2", 2.0, {"orders_awaiting_erp": 3,
+                            "oldest_awaiting_erp_at": "2026-11-25T22:59:30"}),
+        poller("h:3", 0.5, {"orders_awaiting_erp": 99}, up=False),  # stopped beating
+    ], now=now)
+    assert found == readings.OrdersAwaiting(3, 30.0)
+    assert readings.orders_awaiting([poller("h:1", 1.0, {
+        "orders_awaiting_erp": 0, "oldest_awaiting_erp_at": None})], now=now) == (
+        readings.OrdersAwaiting(0, None))
 
 
 def _certificate(conn: Any, version: int, superseded: bool,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 from sqlalchemy import update
 
-from hub.components import Components
+from hub.components import AWAITING_KEY, OLDEST_KEY, Components
 from hub.headers import H_KEY, H_OCCURRED, H_TYPE
 from hub.journal import Entry, record
 from hub.settings import Settings
@@ -38,8 +39,10 @@ def _history(store: Store) -> None:
         Conflicts.record(conn, kind="order", canonical_id="c1", key="SO-1", source="crm",
                          conflicts=[Conflict("notes", "sales says", "plant says", None, "crm")])
         Watermark("crm.crm_order").commit(conn, [Change("o1", "1", now, None)])
-        for name in ("crm-poller", "erp-applier"):
-            Components.beat(conn, name, "running", started_at=now, last_poll_at=now)
+        Components.beat(conn, "crm-poller", "running", started_at=now, last_poll_at=now,
+                        detail={AWAITING_KEY: 4, OLDEST_KEY: (
+                            now - dt.timedelta(seconds=95)).isoformat()})
+        Components.beat(conn, "erp-applier", "running", started_at=now, last_poll_at=now)
 
 
 def test_status_reports_flows_latency_lag_and_conflicts(tmp_path: Path,
@@ -62,6 +65,9 @@ def test_status_reports_flows_latency_lag_and_conflicts(tmp_path: Path,
     assert "order.changed crm→erp" in page and "P95" in page
     assert "conflicts: 1" in page and "notes: crm won" in page
     assert "crm.crm_order" in page and "connectors: crm up  erp up" in page
+    awaiting = report["orders_awaiting_erp"]
+    assert awaiting["count"] == 4 and 95 <= awaiting["oldest_seconds"] < 120
+    assert re.search(r"CRM orders awaiting the ERP: 4, the oldest changed 9\d\.\ds ago", page)
 
 
 def test_status_is_unhealthy_when_a_part_stops_beating(tmp_path: Path,

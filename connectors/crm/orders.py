@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, RowMapping, Select, delete, select, update
+from sqlalchemy import Connection, RowMapping, Select, delete, func, or_, select, update
 
 from connectors.crm.schema import crm_account, crm_order, crm_order_line
 from connectors.crm.support import (
@@ -76,6 +76,8 @@ class CrmOrders:
         status_column = mapped_column(self._order, "status", "mappings/crm.yaml (order)")
         self._status = crm_order.c[status_column]
         self._draft = self._order.to_columns({"status": "draft"}, creating=True)[status_column]
+        self._cancelled = self._order.to_columns({"status": "cancelled"},
+                                                 creating=True)[status_column]
 
     # -- reading -------------------------------------------------------------------------
 
@@ -110,6 +112,19 @@ class CrmOrders:
         so one bad order cannot stall the stream.
         """
         return self.load(conn, self.changed_keys(conn, lower, after, limit))
+
+    def awaiting_erp(self, conn: Connection) -> tuple[int, dt.datetime | None]:
+        """Orders sent on to the ERP (past draft, not cancelled) that carry no ERP number and
+        no error yet: how many, and the oldest last change among them. In flight for
+        seconds normally; one that stays is an order the sync has not finished."""
+        query = select(func.count(), func.min(crm_order.c.modified_at)).where(
+            crm_order.c.erp_order_number.is_(None),
+            self._status.not_in([self._draft, self._cancelled]),
+            or_(crm_order.c.integration_status.is_(None),
+                crm_order.c.integration_status != "error"))
+        with db_errors("count CRM orders awaiting the ERP"):
+            count, oldest = conn.execute(query).one()
+        return int(count or 0), oldest
 
     def changed_keys(self, conn: Connection, lower: dt.datetime | None,
                      after: tuple[dt.datetime, str] | None, limit: int) -> list[Change[None]]:

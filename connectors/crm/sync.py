@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -19,7 +20,8 @@ from sqlalchemy import Connection
 from connectors.crm.accounts import CrmAccounts
 from connectors.crm.orders import Answer, CrmOrders
 from connectors.crm.shipments import CrmShipments
-from hub.errors import DependencyMissing, InvalidMessage, UnknownReference
+from hub.components import AWAITING_KEY, OLDEST_KEY
+from hub.errors import DependencyMissing, InvalidMessage, UnknownReference, db_errors
 from hub.model.messages import (
     DeliveryPosted,
     Message,
@@ -65,9 +67,14 @@ class CrmPoller(Poller):
     name = "crm-poller"
     system = "crm"
 
+    #: Seconds between two counts of the orders awaiting the ERP (:meth:`after_round`).
+    count_every = 30.0
+
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
         self._rejected: list[tuple[str, str]] = []
+        self._awaiting: dict[str, Any] = {}
+        self._count_due = 0.0  # monotonic
 
     def streams(self) -> Sequence[Stream]:
         orders = CrmOrders()
@@ -99,6 +106,22 @@ class CrmPoller(Poller):
                                     occurred_at=changed_at))
         self._rejected.extend(rejected)
         return out
+
+    def detail(self) -> dict[str, Any]:
+        return dict(self._awaiting)
+
+    def after_round(self) -> None:
+        """Every :attr:`count_every` seconds, count the CRM orders awaiting the ERP (see
+        :meth:`CrmOrders.awaiting_erp`) for the heartbeat, so ``hub status`` and ``/metrics``
+        show an order the sync has not finished, however quiet the systems are."""
+        if time.monotonic() < self._count_due:
+            return
+        with db_errors("count CRM orders awaiting the ERP"), \
+                self.runtime.system("crm").connect() as crm:
+            count, oldest = CrmOrders().awaiting_erp(crm)
+        self._awaiting = {AWAITING_KEY: count,
+                          OLDEST_KEY: None if oldest is None else oldest.isoformat()}
+        self._count_due = time.monotonic() + self.count_every
 
     def after_poll(self) -> None:
         """Mark orders the canonical model rejects as errors, once per reason."""

@@ -20,6 +20,12 @@ Families (``route`` labels are ``type``, ``source``, ``target``; see :mod:`hub.r
 - ``hub_source_watermark_lag_seconds{source}``: age of the newest change read from a source
   stream; ``hub_source_watermark_idle_seconds{source}``: since the watermark last moved.
 - ``hub_component_up{component,process}``, ``hub_connector_up{connector}``.
+- ``hub_process_resident_memory_bytes{process}`` and ``..._peak_bytes``: every process's,
+  from its parts' heartbeats (a ``HUB_APART`` child's too, which serves no HTTP of its own,
+  and the certificate render worker's, from its parent's).
+- ``hub_crm_orders_awaiting_erp`` and ``..._oldest_seconds``: CRM orders sent on with no ERP
+  number and no error yet, from the CRM poller's heartbeat (it counts every 30 s). An order
+  stuck there is one the sync has not finished: alert on the age.
 - ``hub_certificates_issued_total``, ``hub_certificates_superseded``,
   ``hub_certificates_rendered_total{lang}``, ``hub_certificate_render_seconds{lang}``
   (histogram).
@@ -96,7 +102,8 @@ class HubCollector(Collector):
                 *_routes(*readings.by_route(self._totals.read(conn, now=now))),
                 _conflicts(readings.conflicts(conn, recent=0)),
                 *_sources(readings.sources(conn, now=now)),
-                *_components(readings.components(conn, now=now)),
+                *_components(parts := readings.components(conn, now=now)),
+                *_awaiting(readings.orders_awaiting(parts, now=now)),
                 *_certificates(readings.certificates(conn))]
 
 
@@ -165,7 +172,31 @@ def _components(parts: list[readings.ComponentHealth]) -> list[Metric]:
         labels=["connector"])
     for c in readings.connectors(parts):
         connector_up.add_metric([c.name], 1 if c.up else 0)
-    return [part_up, connector_up]
+    rss = GaugeMetricFamily(
+        "hub_process_resident_memory_bytes",
+        "Resident memory of each hub process with parts up, at its last heartbeat",
+        labels=["process"])
+    peak = GaugeMetricFamily(
+        "hub_process_resident_memory_peak_bytes",
+        "The most resident memory each hub process with parts up has held", labels=["process"])
+    for m in readings.processes(parts):
+        rss.add_metric([m.process], m.rss_bytes)
+        peak.add_metric([m.process], m.peak_bytes)
+    return [part_up, connector_up, rss, peak]
+
+
+def _awaiting(found: readings.OrdersAwaiting | None) -> list[Metric]:
+    if found is None:
+        return []
+    count = GaugeMetricFamily(
+        "hub_crm_orders_awaiting_erp",
+        "CRM orders sent on to the ERP with no ERP number and no error yet")
+    count.add_metric([], found.count)
+    oldest = GaugeMetricFamily(
+        "hub_crm_orders_awaiting_erp_oldest_seconds",
+        "Since the oldest CRM order awaiting the ERP last changed (0 when none awaits)")
+    oldest.add_metric([], found.oldest_seconds or 0.0)
+    return [count, oldest]
 
 
 def _certificates(reading: readings.CertificateReading) -> list[Metric]:

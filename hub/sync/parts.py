@@ -105,6 +105,7 @@ class Poller(Part):
                 full = any(n >= self.page for n in counts)
                 self.last_poll_at = utcnow()
                 failures = 0
+                self.after_round()
             except HubError as exc:
                 failures += 1
                 log.warning("%s poll failed: %s", self.name, exc)
@@ -150,6 +151,10 @@ class Poller(Part):
 
     def after_poll(self) -> None:
         """Hook for work that writes to the system once the poll's hub transaction is done."""
+
+    def after_round(self) -> None:
+        """Hook run after every successful round of polls, changes or none (it may raise
+        :class:`~hub.errors.HubError`, handled as a failed poll)."""
 
 
 def party_messages(hub: Connection, _source: Connection, changes: Sequence[Change[Any]],

@@ -21,6 +21,7 @@ from certificates.bulk import POOLS, learn_deliveries, missing, render_missing, 
 from certificates.records import Tally
 from certificates.samples import sample_certificate
 from certificates.worker import RenderProcess
+from hub.components import PEAK_KEY, RSS_KEY, WORKERS_KEY, worker_memory
 from hub.errors import RetryableError
 from tests.certificates.kit import pdftotext
 from tests.certificates.world import HUAYI, PUBLIC, RHEINLAND, World, world
@@ -52,6 +53,18 @@ def test_renders_in_another_process_which_is_replaced_after_its_renders(
     assert data.quality.batch_number in text
     assert worker.run(_weasyprint_loaded) is True  # the render's worker: its second task
     assert worker.run(os.getpid) not in (first, os.getpid())  # a third worker
+
+
+def test_the_workers_memory_goes_with_the_daemons_heartbeats(worker: RenderProcess,
+                                                             tmp_path: Path) -> None:
+    """The worker runs no parts, so it beats no heartbeat: the daemon reports its memory."""
+    assert WORKERS_KEY not in worker_memory()
+    pid = worker.run(os.getpid)
+    worker(sample_certificate(), "en")  # WeasyPrint loaded: tens of MiB
+    memory = worker_memory()[WORKERS_KEY][str(pid)]
+    assert 20 * 2**20 < memory[RSS_KEY] <= memory[PEAK_KEY] < 2**31
+    worker.close()
+    assert WORKERS_KEY not in worker_memory()
 
 
 def test_a_killed_worker_is_replaced_and_the_render_done(worker: RenderProcess,

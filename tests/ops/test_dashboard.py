@@ -3,6 +3,7 @@ dead letter is replayed (or discarded) from the dashboard once its cause is fixe
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal as D
 
 from playwright.sync_api import Page, expect
@@ -42,6 +43,12 @@ def test_flow_numbers_change_on_their_own_as_orders_sync(page: Page, ops: Ops) -
     assert page.locator("#updated").inner_text() != first
     assert float(page.locator("[data-route='CRM → ERP'] .rate").inner_text()) > 0
     expect(page.locator("[data-part='erp-applier'] .dot.up")).to_have_count(1)
+    # Under each part, its process and that process's resident memory.
+    expect(page.locator("[data-part='erp-applier'] .sub")).to_have_text(
+        re.compile(r"^\S+:\d+ · \d{2,4} MiB$"))
+    # The CRM poller's count of orders awaiting the ERP (every 30 s: 0 to 3 by now).
+    expect(page.locator("[data-metric=awaiting-erp]")).to_have_text(
+        re.compile(r"^(0|[1-3], oldest \d+(\.\d+)? ?\w+)$"), timeout=20_000)
     page.reload()  # the charts are bucketed from the same journal
     assert int(page.locator("#applied-total").inner_text()) >= 6
     assert page.locator("svg.chart rect.s-applied").count() >= 1

@@ -81,6 +81,11 @@ class Overview:
         return self.figures.outbox or _NO_OUTBOX
 
     @property
+    def awaiting(self) -> readings.OrdersAwaiting | None:
+        """CRM orders awaiting the ERP, as the CRM poller last counted them."""
+        return readings.orders_awaiting(self.figures.components, now=self.figures.at)
+
+    @property
     def conflicts(self) -> Sequence[readings.ConflictSeen]:
         return self.figures.conflicts.recent if self.figures.conflicts else ()
 

@@ -186,3 +186,23 @@ def test_database_errors_leave_as_hub_errors(crm: Engine) -> None:
         conn.rollback()
     assert str(caught.value).startswith(f"read CRM order {order_id}: ")
     assert isinstance(caught.value.__cause__, SQLAlchemyError)
+
+
+def test_orders_awaiting_the_erp_are_those_sent_without_a_number_or_an_error(crm: Engine
+                                                                            ) -> None:
+    orders = CrmOrders()
+    with crm.connect() as conn:
+        assert orders.awaiting_erp(conn) == (0, None)
+    later = T0 + dt.timedelta(minutes=5)
+    with crm.begin() as conn:
+        insert_order(conn, "SO-AWAIT-1", modified_at=later)
+        insert_order(conn, "SO-AWAIT-2", status="confirmed", integration_status="synced")
+        insert_order(conn, "SO-DRAFT", status="draft")  # not sent yet
+        insert_order(conn, "SO-CANCELLED", status="cancelled")  # cancelled before the ERP
+        insert_order(conn, "SO-NUMBERED", erp_order_number="1042", integration_status="synced")
+        insert_order(conn, "SO-REFUSED", integration_status="error",
+                     integration_message="item(s) NOPE do not exist in the ERP")
+    with crm.connect() as conn:
+        count, oldest = orders.awaiting_erp(conn)
+    assert count == 2
+    assert oldest == T0  # naive UTC, as every time the hub keeps
