@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     report = run(config, args.workdir)
     print(f"\nfault run of {started:%Y-%m-%d %H:%M} UTC on {describe_machine()}")
-    print(report.table())
-    if report.reconciliation is not None and not report.reconciliation.ok:
-        print("\n".join(report.reconciliation.problems()))
+    print(report.details())
     for fault in report.faults:
         if fault.error:
             print(f"fault {fault.kind} failed: {fault.error}")

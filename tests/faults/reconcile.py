@@ -39,6 +39,8 @@ class Reconciliation:
     failed_with_reason: list[str] = field(default_factory=list)
     failed_without_reason: list[str] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
+    #: The order numbers behind :attr:`mismatches`, for a post-mortem trace.
+    wrong_orders: list[str] = field(default_factory=list)
     doubled_doc_nums: int = 0
     doubled_lines: int = 0
     dead_letters: int = 0
@@ -137,6 +139,7 @@ def reconcile(crm: Engine, erp: Engine, hub: Engine, submitted: Iterable[str]) -
             result.doubled_lines += 1
         if wrong:
             result.mismatches.append(f"{order.order_number}: {', '.join(wrong)}")
+            result.wrong_orders.append(order.order_number)
         if order.erp_order_number == str(header.DocNum):
             result.confirmed += 1
         if header.Confirmed == "Y" and order.status == "confirmed":
@@ -161,7 +164,8 @@ def _compare(order: Any, header: Any, accounts: dict[str, str | None], crm_lines
         "status": (order.status, expected_status),
         "promised_date": (order.promised_date, header.DocDueDate),
     }
-    wrong = [name for name, (a, b) in pairs.items() if not _same(a, b)]
+    wrong = [f"{name} (CRM {a!r}, ERP {b!r})" for name, (a, b) in pairs.items()
+             if not _same(a, b)]
     by_line = {line.U_CRM_LINE: line for line in erp_lines}
     if len(by_line) != len(erp_lines) or len(erp_lines) != len(crm_lines):
         return [*wrong, "lines"]

@@ -5,6 +5,7 @@ then convergence and the independent reconciliation, summed up in a Jepsen-style
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -16,13 +17,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from connectors.crm.schema import crm_order
 from connectors.erp.schema import ordr
 from hub.demo.reference import create_schemas, ensure_database, seed
+from hub.errors import HubError
 from hub.store import Store
 from hub.store.engine import make_engine
+from hub.store.tables import id_xref, sync_state
+from hub.trace import trace
+from hub.trace_view import render
 from tests.faults.daemon import ApartDaemon, HubProcesses
 from tests.faults.nemesis import KINDS, Fault, Nemesis
 from tests.faults.reconcile import Reconciliation, progress, reconcile
@@ -44,6 +50,9 @@ class Config:
     keep: bool = False
     erp_changes: bool = True
     apart: bool = False  # one daemon with HUB_APART=erp-applier, not a process per part
+    #: Seconds after the last fault within which the run must converge to pass (None: any
+    #: time within ``converge_timeout``).
+    converge_within: float | None = None
 
 
 @dataclass
@@ -60,13 +69,27 @@ class Report:
     erp_confirmations: int = 0
     recovered: int = 0
     workdir: str = ""
+    #: For a failed reconciliation: the hub's trace and sync state of the first orders wrong.
+    post_mortem: list[str] = field(default_factory=list)
+    #: For a failed run: the hub's last warnings and errors, from every process's log.
+    log_tail: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         r = self.reconciliation
+        within = self.config.converge_within
         return (r is not None and r.ok and self.convergence is not None
+                and (within is None or self.convergence <= within)
                 and not any(f.error for f in self.faults) and not self.unexpected_exits
                 and all(code == 0 for code in self.stop_codes.values()))
+
+    def details(self) -> str:
+        """The table, then what went wrong and, for orders wrong or lost, the post-mortem."""
+        r = self.reconciliation
+        return "\n".join([self.table(), *(r.problems() if r is not None else []),
+                          *self.post_mortem,
+                          *(["the hub's last warnings:", *self.log_tail] if self.log_tail
+                            else [])])
 
     def table(self) -> str:
         r = self.reconciliation or Reconciliation()
@@ -155,6 +178,8 @@ def run(config: Config, workroot: Path | None = None) -> Report:
             _run(config, servers, root, report)
     finally:
         report.elapsed = time.monotonic() - began
+        if not report.ok:
+            report.log_tail = log_tail(root)
         if config.keep:
             pass  # logs and the servers' data directories, for a post-mortem
         elif report.ok:
@@ -219,6 +244,10 @@ def _run(config: Config, servers: Servers, root: Path, report: Report) -> None:
         report.convergence, reconciliation = _converge(
             config, crm, erp, hub, submitter.submitted, hub_procs)
         report.reconciliation = reconciliation
+        if not reconciliation.ok:
+            report.post_mortem = post_mortem(
+                hub_url, {"crm": crm, "erp": erp},
+                [*reconciliation.wrong_orders, *reconciliation.lost][:2])
         report.erp_confirmations = len(clerk.confirmed)
         if report.convergence is not None:  # an instant so far: make it durations
             converged_at = report.convergence
@@ -235,6 +264,55 @@ def _run(config: Config, servers: Servers, root: Path, report: Report) -> None:
             thread.join(10)
         for engine in (crm, erp, hub):
             engine.dispose()
+
+
+def log_tail(root: Path, limit: int = 40) -> list[str]:
+    """The last ``limit`` warnings and errors the hub's processes logged (JSON lines), in
+    time order, one short line each: what a slow or failed run's output should show."""
+    found: list[tuple[str, str]] = []
+    for path in sorted(root.glob("hub-*.log")):
+        who = path.stem.removeprefix("hub-")
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or entry.get("level") not in (
+                    "warning", "error", "critical"):
+                continue
+            at = str(entry.get("timestamp", ""))
+            text = f"{at[11:23]} {who} {entry.get('level')} {entry.get('logger')}: " \
+                   f"{entry.get('event')}"
+            found.append((at, text[:240]))
+    return [text for _, text in sorted(found)[-limit:]]
+
+
+def post_mortem(hub_url: str, systems: dict[str, Engine], keys: list[str]) -> list[str]:
+    """What the hub knows of each order in ``keys``: its trace (timeline and each system's
+    state) and its sync state, the base of the next merge. Read while the servers still run,
+    so a failure seen once (in CI) can be explained from its output alone."""
+    out: list[str] = []
+    store = Store(hub_url)
+    try:
+        for key in keys:
+            try:
+                text = render(trace(store, key, systems=systems))
+                with systems["crm"].connect() as conn:
+                    crm_id = conn.execute(select(crm_order.c.order_id).where(
+                        crm_order.c.order_number == key)).scalar()
+                with store.engine.connect() as conn:
+                    state = conn.execute(
+                        select(sync_state.c.state).join(id_xref, and_(
+                            id_xref.c.kind == sync_state.c.kind,
+                            id_xref.c.canonical_id == sync_state.c.canonical_id))
+                        .where(id_xref.c.kind == "order", id_xref.c.system == "crm",
+                               id_xref.c.local_key == str(crm_id))).scalar()
+                out.append(f"{text}\nsync state: {state}")
+            except (HubError, SQLAlchemyError) as exc:
+                out.append(f"{key}: could not be traced: {exc}")
+    finally:
+        store.dispose()
+    return out
 
 
 def _converge(config: Config, crm: Engine, erp: Engine, hub: Engine, submitted: list[str],

@@ -21,12 +21,12 @@ def test_1000_orders_under_faults_none_lost_none_doubled(apart: bool) -> None:
     """Each part in a process of its own (the nemesis kills the daemon or one part), or one
     daemon that forks its ERP applier (``HUB_APART``; it kills the daemon or that child)."""
     config = Config(
-        orders=1000, rate=20.0, converge_timeout=240.0, apart=apart,
+        orders=1000, rate=20.0, converge_timeout=240.0, converge_within=60.0, apart=apart,
         counts={"kill": 3, "broker-restart": 2, "memory-alarm": 1, "mariadb-outage": 1,
                 "pg-restart": 1},
     )
     report = run(config)
-    table = report.table()
+    table = report.details()
     print(table)
     r = report.reconciliation
     assert r is not None, table
