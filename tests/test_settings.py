@@ -46,3 +46,11 @@ def test_bad_values_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_HTTP_PORT", "eighty")
     with pytest.raises(ValueError, match="http_port"):
         Settings(_env_file=None)  # type: ignore[call-arg]
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    """The README's table of environment variables names every setting the hub reads."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    missing = [f"HUB_{name.upper()}" for name in Settings.model_fields
+               if f"`HUB_{name.upper()}`" not in readme]
+    assert not missing, f"not in the README's settings table: {missing}"
