@@ -38,6 +38,7 @@ __all__ = [
     "UnknownReference",
     "Unroutable",
     "db_errors",
+    "driver_error",
     "translate_db_error",
 ]
 
@@ -104,6 +105,12 @@ class Unroutable(PermanentError):
         self.message_ids = tuple(message_ids)
 
 
+def driver_error(exc: BaseException) -> str:
+    """A driver's error in one line: its type and the first line of its text."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def translate_db_error(exc: BaseException, what: str) -> HubError:
     """Map a driver or SQLAlchemy error to the hub's tree; the caller raises it ``from exc``.
 
@@ -112,7 +119,7 @@ def translate_db_error(exc: BaseException, what: str) -> HubError:
     """
     if isinstance(exc, HubError):
         return exc
-    detail = f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    detail = f"{what}: {driver_error(exc)}"
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return DatabaseUnavailable(detail)
     text = str(exc).lower()

@@ -13,7 +13,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from hub.bus import Bus, open_bus
-from hub.errors import DatabaseUnavailable
+from hub.errors import DatabaseUnavailable, driver_error
 from hub.settings import Settings
 from hub.store.db import Store
 from hub.store.engine import make_engine
@@ -77,7 +77,7 @@ class Runtime:
             with self.system(name).connect() as conn:
                 conn.execute(text("SELECT 1"))
         except sa_exc.SQLAlchemyError as exc:
-            raise DatabaseUnavailable(f"{name} unreachable: {type(exc).__name__}") from exc
+            raise DatabaseUnavailable(f"{name} unreachable: {driver_error(exc)}") from exc
 
     def close(self) -> None:
         for thing in self._shared.values():

@@ -13,7 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
-from hub.errors import DatabaseUnavailable, db_errors, translate_db_error
+from hub.errors import DatabaseUnavailable, db_errors, driver_error, translate_db_error
 from hub.settings import mask_url
 from hub.store.engine import READ_ONLY, make_engine
 
@@ -93,7 +93,7 @@ class Store:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except sa_exc.SQLAlchemyError as exc:
-            raise DatabaseUnavailable(f"hub store unreachable: {type(exc).__name__}") from exc
+            raise DatabaseUnavailable(f"hub store unreachable: {driver_error(exc)}") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
