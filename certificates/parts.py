@@ -29,7 +29,7 @@ from hub.bus.base import backoff
 from hub.errors import HubError, PermanentError
 from hub.model.messages import DeliveryPosted, Message
 from hub.parts import Part
-from hub.runtime import Runtime
+from hub.runtime import Runtime, SystemName
 from hub.store.engine import READ_ONLY
 from hub.store.types import utcnow
 from hub.sync.parts import Applier
@@ -63,6 +63,7 @@ class CertificateApplier(Applier):
 
     name = "certificates"
     consumes: ClassVar[tuple[str, ...]] = ("erp.delivery.posted",)
+    needs: ClassVar[tuple[SystemName, ...]] = ("erp", "lims")
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
@@ -102,7 +103,7 @@ class CertificateApplier(Applier):
             self.issued += 1
 
     def detail(self) -> dict[str, Any]:
-        return {"issued": self.issued}
+        return {**super().detail(), "issued": self.issued}
 
 
 class CertificateWatcher(Part):

@@ -17,8 +17,9 @@ from hub.store.bulk import insert_ignore
 from hub.store.tables import component
 from hub.store.types import utcnow
 
-__all__ = ["AWAITING_KEY", "OLDEST_KEY", "PEAK_KEY", "RSS_KEY", "WORKERS_KEY", "ComponentState",
-           "Components", "process_memory", "process_name", "worker_memory"]
+__all__ = ["AWAITING_KEY", "HELD_KEY", "OLDEST_KEY", "PEAK_KEY", "RSS_KEY", "SINCE_KEY",
+           "WHY_KEY", "WORKERS_KEY", "ComponentState", "Components", "process_memory",
+           "process_name", "worker_memory"]
 
 
 def process_name() -> str:
@@ -32,6 +33,8 @@ WORKERS_KEY = "memory_workers"
 #: In the CRM poller's heartbeat: CRM orders sent on to the ERP that have no ERP number and
 #: no error yet, and the oldest last change among them (ISO 8601, UTC; None when there are none).
 AWAITING_KEY, OLDEST_KEY = "orders_awaiting_erp", "oldest_awaiting_erp_at"
+#: The heartbeat detail keys of an applier waiting out an outage (:mod:`hub.sync.outage`).
+HELD_KEY, SINCE_KEY, WHY_KEY = "held_messages", "unreachable_since", "unreachable"
 
 
 def process_memory(pid: int | None = None) -> dict[str, int]:

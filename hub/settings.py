@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         (1.0, 5.0, 30.0, 120.0, 600.0),
         description="Back-off before each retry of a retryable failure; then dead letters.",
     )
+    outage_hold: float = Field(
+        600.0, ge=0, description="Seconds an applier holds a batch while a system it needs does "
+        "not answer, before the batch takes the retry path (keep it below RabbitMQ's "
+        "consumer_timeout, 30 min by default).",
+    )
     delivery_limit: int = Field(
         10, ge=1, description="Deliveries without an ack before the broker dead-letters a message."
     )

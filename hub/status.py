@@ -11,6 +11,7 @@ import datetime as dt
 from typing import Any
 
 from hub import readings
+from hub.components import HELD_KEY, SINCE_KEY, WHY_KEY
 from hub.errors import HubError
 from hub.readings import Histogram, Readings
 from hub.settings import Settings
@@ -134,6 +135,8 @@ def render(report: dict[str, Any]) -> str:
             state = c["state"] if c["healthy"] or c["state"] == "stopped" else f"{c['state']}!"
             lines.append(f"{c['name']:20} {state:9} {str(c['heartbeat_age']) + 's ago':>10} "
                          f"{poll:>10}  {c['process']}")
+        lines += [f"{c['name']} holds {c[HELD_KEY]} messages since {c[SINCE_KEY]} UTC: "
+                  f"{c[WHY_KEY]}" for c in report["components"] if c.get(HELD_KEY)]
         lines.append("connectors: " + "  ".join(
             f"{c['name']} {'up' if c['up'] else 'DOWN'}" for c in report["connectors"]))
         if report["processes"]:

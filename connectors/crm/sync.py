@@ -30,7 +30,7 @@ from hub.model.messages import (
     PartyChanged,
 )
 from hub.model.records import Order
-from hub.runtime import Runtime
+from hub.runtime import Runtime, SystemName
 from hub.store.bulk import insert_ignore
 from hub.store.inbox import Inbox
 from hub.store.tables import id_xref
@@ -145,6 +145,7 @@ class CrmApplier(Applier):
     name = "crm-applier"
     consumes: ClassVar[tuple[str, ...]] = (
         "erp.party.changed", "erp.order.changed", "erp.order.status", "erp.delivery.posted")
+    needs: ClassVar[tuple[SystemName, ...]] = ("crm",)
 
     def apply(self, message: Message, *, final: bool) -> None:
         if isinstance(message, OrderChanged):

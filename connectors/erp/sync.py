@@ -33,6 +33,7 @@ from hub.model.messages import (
 )
 from hub.model.records import Order
 from hub.outbox import Outbox
+from hub.runtime import SystemName
 from hub.store.bulk import insert_ignore
 from hub.store.inbox import Inbox
 from hub.store.tables import id_xref
@@ -81,6 +82,7 @@ class ErpApplier(Applier):
 
     name = "erp-applier"
     consumes: ClassVar[tuple[str, ...]] = ("crm.party.changed", "crm.order.changed")
+    needs: ClassVar[tuple[SystemName, ...]] = ("erp",)
     #: Orders from the CRM arrive held ("approval pending") until someone confirms them.
     confirm_new_orders = False
 

@@ -200,6 +200,10 @@ class Bus(ABC):
     :class:`hub.bus.embedded.EmbeddedBus`; ``tests/bus/`` holds the contract both pass.
     """
 
+    #: Seconds a handler may keep a batch before the bus would deliver it again (a lease):
+    #: at most that long may an applier hold a batch through an outage.
+    hold_limit: float = float("inf")
+
     @abstractmethod
     def declare(self, subscription: Subscription) -> None:
         """Create the subscription's durable queue and bindings (idempotent)."""

@@ -64,6 +64,7 @@ class EmbeddedBus(Bus):
         self.retry_delays = tuple(retry_delays)
         self.delivery_limit = delivery_limit
         self.lease = dt.timedelta(seconds=lease_seconds)
+        self.hold_limit = lease_seconds / 2  # well inside the lease of the batch held
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self._owner = uuid.uuid4().hex

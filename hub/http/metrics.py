@@ -20,6 +20,8 @@ Families (``route`` labels are ``type``, ``source``, ``target``; see :mod:`hub.r
 - ``hub_source_watermark_lag_seconds{source}``: age of the newest change read from a source
   stream; ``hub_source_watermark_idle_seconds{source}``: since the watermark last moved.
 - ``hub_component_up{component,process}``, ``hub_connector_up{connector}``.
+- ``hub_applier_held_messages{component,process}``: messages an applier holds while a system
+  it needs does not answer (:mod:`hub.sync.outage`); absent when none is held.
 - ``hub_process_resident_memory_bytes{process}`` and ``..._peak_bytes``: every process's,
   from its parts' heartbeats (a ``HUB_APART`` child's too, which serves no HTTP of its own,
   and the certificate render worker's, from its parent's).
@@ -47,6 +49,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Connection
 
 from hub import readings
+from hub.components import HELD_KEY
 from hub.errors import HubError
 from hub.readings import Histogram, Route
 from hub.runtime import Runtime
@@ -165,8 +168,14 @@ def _components(parts: list[readings.ComponentHealth]) -> list[Metric]:
     part_up = GaugeMetricFamily("hub_component_up",
                                 "1 when a part is running and its heartbeat is fresh",
                                 labels=["component", "process"])
+    held = GaugeMetricFamily(
+        "hub_applier_held_messages",
+        "Messages an applier holds while a system it needs does not answer",
+        labels=["component", "process"])
     for p in parts:
         part_up.add_metric([p.name, p.process], 1 if p.up else 0)
+        if p.up and HELD_KEY in p.detail:
+            held.add_metric([p.name, p.process], p.detail[HELD_KEY])
     connector_up = GaugeMetricFamily(
         "hub_connector_up", "1 when every running part serving a system beats on time",
         labels=["connector"])
@@ -182,7 +191,7 @@ def _components(parts: list[readings.ComponentHealth]) -> list[Metric]:
     for m in readings.processes(parts):
         rss.add_metric([m.process], m.rss_bytes)
         peak.add_metric([m.process], m.peak_bytes)
-    return [part_up, connector_up, rss, peak]
+    return [part_up, held, connector_up, rss, peak]
 
 
 def _awaiting(found: readings.OrdersAwaiting | None) -> list[Metric]:

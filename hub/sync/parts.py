@@ -23,17 +23,24 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from hub.bus.base import Incoming, Subscription, backoff
-from hub.errors import Contention, HubError, InvalidMessage, translate_db_error
+from hub.errors import (
+    Contention,
+    DatabaseUnavailable,
+    HubError,
+    InvalidMessage,
+    translate_db_error,
+)
 from hub.model.messages import Message, PartyChanged
 from hub.model.records import Party
 from hub.outbox import Outbox
 from hub.parts import Part
-from hub.runtime import SystemName
+from hub.runtime import Runtime, SystemName
 from hub.store.deadletters import DeadLetters, NewDeadLetter
 from hub.store.engine import READ_ONLY
 from hub.store.inbox import Inbox
 from hub.store.types import utcnow
 from hub.sync.orders import party_fields
+from hub.sync.outage import Outage, is_outage
 from hub.sync.state import SyncState
 from hub.sync.xref import Xref
 from hub.watermark import Change, Watermark
@@ -199,6 +206,14 @@ class Applier(Part):
 
     #: routing-key stems this applier consumes, e.g. ``crm.order.changed``
     consumes: ClassVar[tuple[str, ...]]
+    #: The systems it writes to or reads from, besides the hub's store: while one of them
+    #: does not answer, a batch that failed on it is held (see :mod:`hub.sync.outage`).
+    needs: ClassVar[tuple[SystemName, ...]] = ()
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        self.outage = Outage(self.name, self._ping)
+        self._stop = threading.Event()
 
     def subscriptions(self) -> Sequence[Subscription]:
         settings = self.runtime.settings
@@ -209,6 +224,7 @@ class Applier(Part):
         ]
 
     def run(self, stop: threading.Event) -> None:
+        self._stop = stop
         threads = [
             threading.Thread(target=self.runtime.bus.consume, args=(sub, self.handle, stop),
                              name=sub.queue, daemon=True)
@@ -220,6 +236,28 @@ class Applier(Part):
             thread.join()
 
     def handle(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
+        """Apply ``batch``; the outcome of each message. Messages that failed because a
+        system does not answer are held and applied again once it does (within the hold
+        limit: :mod:`hub.sync.outage`), rather than each spending a retry on the outage."""
+        results = self._handle(batch)
+        until = time.monotonic() + min(self.runtime.settings.outage_hold,
+                                       self.runtime.bus.hold_limit)
+        while (waiting := [i for i, r in enumerate(results) if is_outage(r)]) \
+                and self.outage.wait(len(waiting), self._stop, until):
+            for index, outcome in zip(waiting, self._handle([batch[i] for i in waiting]),
+                                      strict=True):
+                results[index] = outcome
+        return results
+
+    def detail(self) -> dict[str, Any]:
+        return dict(self.outage.detail())
+
+    def _ping(self) -> None:
+        self.runtime.store.ping()
+        for name in self.needs:
+            self.runtime.ping_system(name)
+
+    def _handle(self, batch: Sequence[Incoming]) -> list[BaseException | None]:
         results: list[BaseException | None] = [None] * len(batch)
         decoded: list[tuple[int, Message, bool]] = []
         retries = len(self.runtime.settings.retry_delays)
@@ -228,10 +266,23 @@ class Applier(Part):
                 decoded.append((index, incoming.decode(), incoming.attempt > retries))
             except HubError as exc:
                 results[index] = exc
-        with self.runtime.store.begin() as hub:
-            seen = Inbox.seen_many(hub, self.name, [str(m.message_id) for _, m, _ in decoded])
-        todo = [item for item in decoded if str(item[1].message_id) not in seen]
-        outcomes = self.apply_batch([m for _, m, _ in todo], [f for _, _, f in todo])
+        try:
+            with self.runtime.store.begin() as hub:
+                seen = Inbox.seen_many(hub, self.name,
+                                       [str(m.message_id) for _, m, _ in decoded])
+            todo = [item for item in decoded if str(item[1].message_id) not in seen]
+            outcomes = self.apply_batch([m for _, m, _ in todo], [f for _, _, f in todo])
+        except (SQLAlchemyError, HubError) as exc:
+            # A system's driver error escapes the appliers' code as it is: when a system
+            # does not answer, it is that outage, for every message of the batch; otherwise
+            # it is a bug or a poison message, for the bus to isolate.
+            why = None if isinstance(exc, HubError) and not is_outage(exc) \
+                else self.outage.unreachable()
+            if why is None:
+                raise
+            for index, _, _ in decoded:
+                results[index] = DatabaseUnavailable(why)
+            return results
         for (index, _, _), outcome in zip(todo, outcomes, strict=True):
             results[index] = outcome
         return results
@@ -261,8 +312,10 @@ class Applier(Part):
         """Apply runs of ``kind`` messages of different keys with ``together`` (one
         transaction for the run); other messages, and a message whose key is already in the
         running group, wait for the group, so each key keeps its order. A run that fails as
-        a whole (the system unreachable, a deadlock) is applied again one message at a
-        time, each with its own retry and dead-letter path. A run that lost a lock race (a
+        a whole (a deadlock, a bad row) is applied again one message at a time, each with
+        its own retry and dead-letter path; when a system it needs does not answer, the
+        whole run fails alike instead (one at a time, each would fail or time out the same
+        way), to be held by :meth:`handle`. A run that lost a lock race (a
         deadlock: two first writers of an empty ERP document series) is run once more as a
         whole first: one at a time, each message would queue behind every batch."""
         outcomes: list[BaseException | None] = []
@@ -282,9 +335,12 @@ class Applier(Part):
                 try:
                     outcomes.extend(run())
                 except HubError as exc:
-                    log.info("%s: a batch of %d failed as a whole (%s); one at a time",
-                             self.name, len(group), exc)
-                    outcomes.extend(self.apply_each(group, group_finals))
+                    if is_outage(exc) and self.outage.unreachable() is not None:
+                        outcomes.extend([exc] * len(group))  # one at a time would fail alike
+                    else:
+                        log.info("%s: a batch of %d failed as a whole (%s); one at a time",
+                                 self.name, len(group), exc)
+                        outcomes.extend(self.apply_each(group, group_finals))
             elif group:
                 outcomes.extend(self.apply_each(group, group_finals))
             group.clear()

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,9 @@ from hub.runtime import Runtime
 from hub.settings import Settings
 from tests.bus.kit import QUEUE_PREFIX, delete_test_queues
 from tests.databases import AMQP_URL, Databases
+
+#: (system, url) -> the URL to use instead; see :func:`stack_settings`.
+Route = Callable[[str, str], str] | None
 
 SYNC_PARTS = ("relay", "deadletters", "crm-poller", "crm-applier", "erp-poller", "erp-applier")
 
@@ -58,30 +61,36 @@ class Stack:
         return found
 
 
-def stack_settings(kind: str, tmp_path: Path, **extra: Any) -> tuple[Settings, list[Databases]]:
+def stack_settings(kind: str, tmp_path: Path, *, route: Route = None, **extra: Any
+                   ) -> tuple[Settings, list[Databases]]:
+    """Settings of a fresh ``kind`` stack; ``route(system, url)`` may point a system's URL
+    elsewhere (at a proxy in front of its server, say)."""
+    def to(system: str, url: str) -> str:
+        return url if route is None else route(system, url)
+
     common: dict[str, Any] = {"poll_interval": 0.2, "retry_delays": (0.2, 0.5, 1.0),
                               "http_port": 0, "partitions": 2, **extra}
     if kind == "embedded":
         var = tmp_path / "var"
         return Settings(_env_file=None, var_dir=var,  # type: ignore[call-arg]
                         database_url=f"sqlite:///{var}/hub.db",
-                        crm_url=f"sqlite:///{var}/crm.db", erp_url=f"sqlite:///{var}/erp.db",
-                        lims_url=f"sqlite:///{var}/lims.db", **common), []
+                        **{f"{system}_url": to(system, f"sqlite:///{var}/{system}.db")
+                           for system in ("crm", "erp", "lims")}, **common), []
     pg, maria = Databases("postgresql", tmp_path), Databases("mariadb", tmp_path)
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None, database_url=pg.url("hub", create=True), broker_url=AMQP_URL,
         exchange=f"{QUEUE_PREFIX}x-{uuid.uuid4().hex[:8]}",
-        queue_prefix=f"{QUEUE_PREFIX}{uuid.uuid4().hex[:8]}.", crm_url=pg.url("crm"),
-        erp_url=maria.url("erp"), lims_url=pg.url("lims"), **common)
+        queue_prefix=f"{QUEUE_PREFIX}{uuid.uuid4().hex[:8]}.", crm_url=to("crm", pg.url("crm")),
+        erp_url=to("erp", maria.url("erp")), lims_url=to("lims", pg.url("lims")), **common)
     return settings, [pg, maria]
 
 
 @contextmanager
-def running(kind: str, tmp_path: Path, parts: tuple[str, ...] = SYNC_PARTS,
-            **extra: Any) -> Iterator[Stack]:
+def running(kind: str, tmp_path: Path, parts: tuple[str, ...] = SYNC_PARTS, *,
+            route: Route = None, **extra: Any) -> Iterator[Stack]:
     """Seeded systems, an empty hub and a daemon of ``parts`` on the ``kind`` stack; all of
     it (queues and databases too) removed afterwards."""
-    settings, databases = stack_settings(kind, tmp_path, **extra)
+    settings, databases = stack_settings(kind, tmp_path, route=route, **extra)
     init(settings, seed=True)
     runtime = Runtime.open(settings)
     daemon = Daemon(runtime, [p for p in build_parts(runtime) if p.name in parts])

@@ -1,6 +1,6 @@
 """The shared parts of appliers and pollers: a batch applied together that lost a lock race
 runs once more as a whole, any other failure of the whole batch applies its messages one at a
-time; a poller reads the rows of what the hub did not write itself."""
+time unless a system does not answer; a poller reads the rows of what the hub did not write itself."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ class Recorder(Applier):
         self.failures = list(failures)
         self.together: list[list[str]] = []
         self.single: list[str] = []
+        self.down = ""  # what does not answer, if anything
+
+    def _ping(self) -> None:
+        if self.down:
+            raise DatabaseUnavailable(f"{self.down} unreachable")
 
     def run_together(self, messages: Sequence[Msg], finals: Sequence[bool]
                      ) -> list[BaseException | None]:
@@ -56,13 +61,23 @@ def test_a_batch_that_lost_a_lock_race_runs_once_more_as_a_whole() -> None:
 
 @pytest.mark.parametrize("failures", [
     [Contention("deadlock"), Contention("deadlock again")],  # only once more
-    [DatabaseUnavailable("connection refused")],  # not a race: no second try
+    [DatabaseUnavailable("connection refused")],  # not a race, and every system answers
 ])
 def test_otherwise_a_failed_batch_is_applied_one_at_a_time(failures: list[HubError]) -> None:
     applier = Recorder(failures)
     assert applier.apply_all(["a", "b", "c"]) == [None, None, None]
     assert len(applier.together) == len(failures)
     assert applier.single == ["a", "b", "c"]
+
+
+def test_a_batch_that_failed_as_its_system_went_away_fails_whole() -> None:
+    """One at a time, each message would fail alike (or wait out its connect timeout): the
+    run fails whole, for :meth:`Applier.handle` to hold while the system is away."""
+    lost = DatabaseUnavailable("connection refused")
+    applier = Recorder([lost])
+    applier.down = "erp"
+    assert applier.apply_all(["a", "b", "c"]) == [lost] * 3
+    assert applier.together == [["a", "b", "c"]] and applier.single == []
 
 
 def test_a_row_read_at_a_newer_version_than_listed_is_taken_at_that_version() -> None:
