@@ -28,6 +28,8 @@ from connectors.crm.schema import crm_order
 from hub.components import HELD_KEY, SINCE_KEY, WHY_KEY
 from hub.demo.people import Line
 from hub.errors import Contention, DatabaseUnavailable
+from hub.http.dashboard.readings import overview
+from hub.http.dashboard.views import Dashboard
 from hub.http.metrics import HubCollector
 from hub.status import collect, render
 from hub.store.tables import journal
@@ -91,7 +93,7 @@ def test_an_order_sent_while_the_erp_is_down_is_held_and_applied_when_it_returns
         held = applier.detail()
         assert held[HELD_KEY] >= 1 and held[SINCE_KEY]
         assert "erp" in held[WHY_KEY].lower()
-        # Operations see it: in hub status (from the heartbeats) and in /metrics.
+        # Operations see it: in hub status (from the heartbeats), /metrics, the dashboard.
         wait_for(lambda: "erp-applier holds" in render(collect(stack.settings)), DOWN_FOR,
                  "hub status showing the messages held")
         page = render(collect(stack.settings))
@@ -100,6 +102,11 @@ def test_an_order_sent_while_the_erp_is_down_is_held_and_applied_when_it_returns
                    if family.name == "hub_applier_held_messages" for m in family.samples]
         assert [m.labels["component"] for m in samples] == ["erp-applier"]
         assert samples[0].value >= 1
+        live = Dashboard(stack.runtime).env.get_template("_live.html").render(
+            o=overview(stack.runtime.store, None), session=None, csrf="", flash=None,
+            path="/ops/live")
+        assert re.search(r'data-metric="held"[^>]*>holds \d+ messages since '
+                         r'\d\d:\d\d:\d\d UTC: erp unreachable', live)
         time.sleep(max(0.0, cut_at + DOWN_FOR - time.monotonic()))
         assert _erp_number(stack, order_id) is None
         erp.restore()
