@@ -1,6 +1,7 @@
 """The shared parts of appliers and pollers: a batch applied together that lost a lock race
 runs once more as a whole, any other failure of the whole batch applies its messages one at a
-time unless a system does not answer; a poller reads the rows of what the hub did not write itself."""
+time unless a system does not answer; a poller reads the rows of what the hub did not write
+itself."""
 
 from __future__ import annotations
 
