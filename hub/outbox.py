@@ -91,6 +91,7 @@ class OutboxRelay:
     def __init__(
         self, store: Store, bus: Bus, *, batch_size: int = 500, idle_wait: float = 0.2,
         wakeup: threading.Event | None = None, max_delay: float = 60.0,
+        outage_probe: float = 5.0,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -98,25 +99,36 @@ class OutboxRelay:
         self.idle_wait = idle_wait
         self.wakeup = wakeup or threading.Event()
         self.max_delay = max_delay
+        #: Longest wait between two tries while the bus or the store does not answer.
+        self.outage_probe = outage_probe
 
     def run(self, stop: threading.Event) -> None:
-        """Relay until ``stop`` is set; infrastructure errors back off and never end the loop."""
+        """Relay until ``stop`` is set. While the bus or the store does not answer, the relay
+        tries the same batch again, backing off to every :attr:`outage_probe` seconds, so it
+        publishes again, in order, within seconds of their return; one warning per outage."""
         failures = 0
         while not stop.is_set():
             try:
                 result = self.relay_once()
-                failures = 0 if result.failed == 0 else failures
             except HubError as exc:
                 failures += 1
-                log.warning("outbox relay: %s", exc)
-                stop.wait(backoff(failures, cap=self.max_delay))
+                if failures == 1:
+                    log.warning("outbox relay: %s; trying again until it answers", exc)
+                else:
+                    log.debug("outbox relay: still failing: %s", exc)
+                stop.wait(backoff(failures, cap=self.outage_probe))
                 continue
+            if failures:
+                log.info("outbox relay: relaying again after %d failed attempt(s)", failures)
+                failures = 0
             if result.published == 0:
                 self.wakeup.wait(self.idle_wait)
                 self.wakeup.clear()
 
     def relay_once(self) -> RelayResult:
-        """Publish one batch of due messages; raises only when the store is unreachable.
+        """Publish one batch of due messages. A message that no queue takes waits, backing
+        off on its own (up to ``max_delay``); when the bus does not answer (or the store),
+        this raises, and the batch stays as it was, to be tried again first.
 
         No transaction is held while publishing (the embedded bus writes to this same store,
         and a broker may take seconds to confirm). Two relays running at once may publish a
@@ -145,7 +157,10 @@ class OutboxRelay:
         except Unroutable as exc:
             failed = {mid: f"no queue is bound for it: {exc}" for mid in exc.message_ids}
         except HubError as exc:
-            failed = {m.message_id: str(exc) for m in messages}
+            # The bus is down, not these messages: delaying each on its own would publish
+            # them up to max_delay after the bus is back, and after newer ones.
+            log.debug("outbox relay: %d message(s) not published: %s", len(messages), exc)
+            raise
         sent = [r for r in rows if r.message_id not in failed]
         with self.store.begin() as conn:
             if sent:
