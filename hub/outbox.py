@@ -156,10 +156,9 @@ class OutboxRelay:
             self.bus.publish(messages)
         except Unroutable as exc:
             failed = {mid: f"no queue is bound for it: {exc}" for mid in exc.message_ids}
-        except HubError as exc:
+        except HubError:
             # The bus is down, not these messages: delaying each on its own would publish
             # them up to max_delay after the bus is back, and after newer ones.
-            log.debug("outbox relay: %d message(s) not published: %s", len(messages), exc)
             raise
         sent = [r for r in rows if r.message_id not in failed]
         with self.store.begin() as conn:

@@ -124,9 +124,12 @@ def test_relay_publishes_in_order_within_seconds_of_the_broker_coming_back(
         stop = threading.Event()
         thread = threading.Thread(target=relay.run, args=(stop,))
         got: list[str] = []
-        listen = threading.Thread(target=consumer.consume, args=(
-            sub, lambda batch: [got.extend(m.decode().correlation_key for m in batch),
-                                [None] * len(batch)][1], stop))
+
+        def handler(batch: Sequence[Incoming]) -> list[BaseException | None]:
+            got.extend(m.decode().correlation_key for m in batch)
+            return [None] * len(batch)
+
+        listen = threading.Thread(target=consumer.consume, args=(sub, handler, stop))
         try:
             proxy.cut()
             with store.begin() as conn:
