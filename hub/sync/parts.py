@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
 
+#: Seconds: the longest back-off between failed polls, and between two warnings about them.
+_RETRY_CAP, _WARN_EVERY = 5.0, 60.0
+
 
 @dataclass
 class Stream:
@@ -103,7 +106,7 @@ class Poller(Part):
         for stream in streams:
             stream.watermark.tune(overlap=settings.watermark_overlap,
                                   sweep=settings.watermark_sweep)
-        failures = 0
+        failures, warned = 0, 0.0
         while not stop.is_set():
             began = time.monotonic()
             try:
@@ -111,12 +114,22 @@ class Poller(Part):
                 taken = sum(counts)
                 full = any(n >= self.page for n in counts)
                 self.last_poll_at = utcnow()
+                if failures:
+                    log.info("%s polling again after %d failed poll(s)", self.name, failures)
                 failures = 0
                 self.after_round()
             except HubError as exc:
+                # One warning when polls begin to fail and one a minute while they go on;
+                # tried again every few seconds at most, so polling resumes promptly when
+                # the system answers again.
                 failures += 1
-                log.warning("%s poll failed: %s", self.name, exc)
-                stop.wait(backoff(failures, cap=30.0))
+                if failures == 1 or began - warned >= _WARN_EVERY:
+                    log.warning("%s poll failed%s: %s", self.name,
+                                f" ({failures} times in a row)" if failures > 1 else "", exc)
+                    warned = began
+                else:
+                    log.debug("%s poll failed: %s", self.name, exc)
+                stop.wait(backoff(failures, cap=_RETRY_CAP))
                 continue
             if taken:
                 self.runtime.outbox_wakeup.set()

@@ -11,6 +11,7 @@ it within seconds of its return, not on the third delay, and without a single re
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -82,7 +83,8 @@ def _erp_number(stack: Stack, order_id: str) -> Any:
 
 @pytest.mark.parametrize("kind", ["embedded", "real"])
 def test_an_order_sent_while_the_erp_is_down_is_held_and_applied_when_it_returns(
-        kind: str, tmp_path: Path) -> None:
+        kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="hub.sync.parts")
     with _stack(kind, tmp_path) as (stack, erp):
         applier = _applier(stack)
         erp.cut()
@@ -119,6 +121,11 @@ def test_an_order_sent_while_the_erp_is_down_is_held_and_applied_when_it_returns
             retried = hub.execute(select(func.count()).select_from(journal).where(
                 journal.c.event == "retried", journal.c.target == "erp")).scalar_one()
         assert retried == 0, "the outage spent none of the message's retries"
+        # The ERP poller failed every poll meanwhile: one warning, and a line when it is back.
+        polls = [r for r in caplog.records if r.getMessage().startswith("erp-poller poll")]
+        assert len([r for r in polls if r.levelno >= logging.WARNING]) == 1, polls
+        wait_for(lambda: any("erp-poller polling again after" in r.getMessage()
+                             for r in caplog.records), 10, "the ERP poller polling again")
 
 
 def test_a_failure_while_the_systems_answer_is_not_held() -> None:
