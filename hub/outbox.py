@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, or_, select, update
 
-from hub.bus.base import Bus, Outgoing, backoff
+from hub.bus.base import Bus, Failures, Outgoing, backoff
 from hub.errors import HubError, Unroutable
 from hub.headers import H_KEY, H_OCCURRED, H_TYPE
 from hub.journal import published, record
@@ -105,22 +105,16 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         """Relay until ``stop`` is set. While the bus or the store does not answer, the relay
         tries the same batch again, backing off to every :attr:`outage_probe` seconds, so it
-        publishes again, in order, within seconds of their return; one warning per outage."""
-        failures = 0
+        publishes again, in order, within seconds of their return (see :class:`Failures`)."""
+        failures = Failures(log, "outbox relay", "outbox relay: relaying again",
+                            cap=self.outage_probe)
         while not stop.is_set():
             try:
                 result = self.relay_once()
             except HubError as exc:
-                failures += 1
-                if failures == 1:
-                    log.warning("outbox relay: %s; trying again until it answers", exc)
-                else:
-                    log.debug("outbox relay: still failing: %s", exc)
-                stop.wait(backoff(failures, cap=self.outage_probe))
+                stop.wait(failures.failed(exc))
                 continue
-            if failures:
-                log.info("outbox relay: relaying again after %d failed attempt(s)", failures)
-                failures = 0
+            failures.succeeded()
             if result.published == 0:
                 self.wakeup.wait(self.idle_wait)
                 self.wakeup.clear()

@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from hub.model.messages import Message, decode, encode, routing_key
 
 __all__ = [
     "Bus",
+    "Failures",
     "Handler",
     "Incoming",
     "Outgoing",
@@ -258,7 +260,34 @@ def backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
     return float(min(cap, base * (2 ** min(attempt - 1, 10))))
 
 
-def sleep_unless(stop: threading.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True when ``stop`` was set meanwhile."""
-    return stop.wait(seconds)
+class Failures:
+    """A loop's failures in a row (a poller's polls, the outbox relay's publishes) while a
+    system or the broker does not answer: a warning when they begin and once every
+    ``remind`` seconds while they go on (debug in between), a line when the loop works
+    again, and a back-off capped at ``cap`` seconds, so the loop resumes promptly.
+    ``what`` heads each failure's line, ``back`` the line when the loop works again."""
 
+    def __init__(self, logger: logging.Logger, what: str, back: str, *, cap: float = 5.0,
+                 remind: float = 60.0) -> None:
+        self.log, self.what, self.back = logger, what, back
+        self.cap, self.remind = cap, remind
+        self.count = 0
+        self._warned = 0.0  # monotonic
+
+    def failed(self, exc: BaseException) -> float:
+        """Note one failure; the seconds to wait before the next try."""
+        self.count += 1
+        now = time.monotonic()
+        if self.count == 1 or now - self._warned >= self.remind:
+            again = f" ({self.count} times in a row)" if self.count > 1 else ""
+            self.log.warning("%s%s: %s; trying again until it answers", self.what, again, exc)
+            self._warned = now
+        else:
+            self.log.debug("%s: %s", self.what, exc)
+        return backoff(self.count, cap=self.cap)
+
+    def succeeded(self) -> None:
+        """The loop worked: the end of the failures, if there were any."""
+        if self.count:
+            self.log.info("%s after %d failure(s)", self.back, self.count)
+            self.count = 0

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from hub.bus.base import Incoming, Subscription, backoff
+from hub.bus.base import Failures, Incoming, Subscription
 from hub.errors import (
     Contention,
     DatabaseUnavailable,
@@ -50,9 +50,6 @@ __all__ = ["Applier", "Poller", "Stream", "reject_source_row"]
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
-
-#: Seconds: the longest back-off between failed polls, and between two warnings about them.
-_RETRY_CAP, _WARN_EVERY = 5.0, 60.0
 
 
 @dataclass
@@ -106,7 +103,7 @@ class Poller(Part):
         for stream in streams:
             stream.watermark.tune(overlap=settings.watermark_overlap,
                                   sweep=settings.watermark_sweep)
-        failures, warned = 0, 0.0
+        failures = Failures(log, f"{self.name} poll failed", f"{self.name} polling again")
         while not stop.is_set():
             began = time.monotonic()
             try:
@@ -114,22 +111,10 @@ class Poller(Part):
                 taken = sum(counts)
                 full = any(n >= self.page for n in counts)
                 self.last_poll_at = utcnow()
-                if failures:
-                    log.info("%s polling again after %d failed poll(s)", self.name, failures)
-                failures = 0
+                failures.succeeded()
                 self.after_round()
             except HubError as exc:
-                # One warning when polls begin to fail and one a minute while they go on;
-                # tried again every few seconds at most, so polling resumes promptly when
-                # the system answers again.
-                failures += 1
-                if failures == 1 or began - warned >= _WARN_EVERY:
-                    log.warning("%s poll failed%s: %s", self.name,
-                                f" ({failures} times in a row)" if failures > 1 else "", exc)
-                    warned = began
-                else:
-                    log.debug("%s poll failed: %s", self.name, exc)
-                stop.wait(backoff(failures, cap=_RETRY_CAP))
+                stop.wait(failures.failed(exc))
                 continue
             if taken:
                 self.runtime.outbox_wakeup.set()
